@@ -1,0 +1,18 @@
+"""An anonymous HTTPS request to the kubelet API (10250): no certificate, no token.
+
+SUCCEEDED: HTTP 200: anonymous requests are authenticated and authorised (AlwaysAllow).
+BLOCKED:   HTTP 401 (anonymous authentication off); HTTP 403 means anonymous authentication
+           is ON and only Webhook authorization said no, a weaker state the catalog FAILS;
+           or nothing listens.
+"""
+from kubeprobe.classify import http_auth_refusal, kubelet_answer, refusal, unexpected
+
+TARGETS = "node"
+
+
+def run(ctx, target, path="/pods"):
+    what = f"anonymous GET {path} on the kubelet"
+    exchange = ctx.exchange(ctx.probe(target.host, target.port, tls=True, method="GET",
+                                      path=path))
+    return (refusal(exchange, what) or http_auth_refusal(exchange, what, anonymous=True)
+            or kubelet_answer(exchange, what) or unexpected(exchange, what))

@@ -1,0 +1,3 @@
+module kubeprobe.local/lab/pause
+
+go 1.24.0

@@ -1,0 +1,215 @@
+"""The control catalog: controls are data, code decides nothing the data states.
+
+One YAML file (`kubeprobe/catalog.yaml` unless `--catalog` names another). Each control:
+
+  id           stable id, COMPONENT-NN (e.g. ETCD-01)
+  title        one line
+  component    etcd | kubelet | kube-apiserver | admission | registry | runtime
+  guidance     the sentence of hardening guidance it enforces
+  attack       module name under attacks/ (one attack = one module)
+  params       keyword arguments for the attack (optional)
+  identity     who the attacker is (anonymous, a ServiceAccount token, a foreign cert, ...)
+  vantage      runner (outside the cluster) | pod (a compromised workload)
+  expected     {profile: BLOCKED | ALERTED | BLOCKED_OR_ALERTED}, `default` required
+  blocked_by   authorities that count as the control holding (see outcome.Authority)
+  weaker       {authority: why a refusal by it is still a FAIL} (optional)
+  alert        alert matcher for ALERTED controls (optional, used by the alert sources)
+  intrusive    true if the attack changes the cluster beyond throwaway objects
+  mappings     {cis: benchmark id(s), mitre: ATT&CK technique id(s)}
+  remediation  what to change when the control fails
+"""
+from __future__ import annotations
+
+import importlib.util
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kubeprobe.outcome import Authority, Expectation
+
+DEFAULT_CATALOG = Path(__file__).with_name("catalog.yaml")
+ATTACKS_DIR = Path(__file__).resolve().parent.parent / "attacks"
+
+_ID = re.compile(r"^[A-Z][A-Z0-9]*(-[A-Z0-9]+)*-\d{2,3}$")
+_MITRE = re.compile(r"^T\d{4}(\.\d{3})?$")
+VANTAGES = ("runner", "pod")
+_REQUIRED = ("id", "title", "component", "guidance", "attack", "identity", "vantage",
+             "expected", "mappings", "remediation")
+_OPTIONAL = ("params", "blocked_by", "weaker", "alert", "intrusive")
+
+
+class CatalogError(Exception):
+    """The catalog is malformed. The message names the file, the control and the field."""
+
+
+@dataclass(frozen=True)
+class Control:
+    id: str
+    title: str
+    component: str
+    guidance: str
+    attack: str
+    identity: str
+    vantage: str
+    expected: dict[str, Expectation]
+    mappings: dict[str, list[str]]
+    remediation: str
+    params: dict[str, Any] = field(default_factory=dict)
+    blocked_by: frozenset[Authority] = frozenset()
+    weaker: dict[Authority, str] = field(default_factory=dict)
+    alert: dict[str, Any] | None = None
+    intrusive: bool = False
+
+    def expectation(self, profile: str) -> Expectation:
+        return self.expected.get(profile, self.expected["default"])
+
+
+@dataclass(frozen=True)
+class Catalog:
+    path: Path
+    profiles: dict[str, str]
+    controls: tuple[Control, ...]
+
+    def get(self, control_id: str) -> Control:
+        for control in self.controls:
+            if control.id == control_id:
+                return control
+        raise KeyError(control_id)
+
+
+def _fail(path: Path, where: str, message: str) -> CatalogError:
+    return CatalogError(f"malformed catalog {path}: {where}: {message}")
+
+
+def _string_list(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise ValueError("must be a string or a list of strings")
+
+
+def attack_module_path(name: str, attacks_dir: Path = ATTACKS_DIR) -> Path:
+    return attacks_dir / f"{name}.py"
+
+
+def _parse_control(raw: Any, path: Path, index: int, profiles: dict[str, str],
+                   attacks_dir: Path) -> Control:
+    where = f"controls[{index}]"
+    if not isinstance(raw, dict):
+        raise _fail(path, where, "must be a mapping")
+    where = f"control {raw.get('id', f'#{index}')}"
+    missing = [k for k in _REQUIRED if k not in raw]
+    if missing:
+        raise _fail(path, where, f"missing field(s) {', '.join(missing)}")
+    unknown = sorted(set(raw) - set(_REQUIRED) - set(_OPTIONAL))
+    if unknown:
+        raise _fail(path, where, f"unknown field(s) {', '.join(unknown)}")
+    for key in ("id", "title", "component", "guidance", "attack", "identity", "remediation"):
+        if not isinstance(raw[key], str) or not raw[key].strip():
+            raise _fail(path, where, f"field {key} must be a non-empty string")
+    if not _ID.match(raw["id"]):
+        raise _fail(path, where, "field id must look like ETCD-01")
+    if raw["vantage"] not in VANTAGES:
+        raise _fail(path, where, f"field vantage must be one of {', '.join(VANTAGES)}")
+    if not attack_module_path(raw["attack"], attacks_dir).is_file():
+        raise _fail(path, where, f"field attack names a module that does not exist: "
+                                 f"attacks/{raw['attack']}.py")
+
+    expected_raw = raw["expected"]
+    if not isinstance(expected_raw, dict) or "default" not in expected_raw:
+        raise _fail(path, where, "field expected must map profiles to outcomes and "
+                                 "include `default`")
+    expected = {}
+    for profile, value in expected_raw.items():
+        if profile not in profiles:
+            raise _fail(path, where, f"field expected names unknown profile {profile!r}")
+        try:
+            expected[profile] = Expectation(value)
+        except ValueError:
+            raise _fail(path, where, f"field expected.{profile} must be one of "
+                                     f"{', '.join(e.value for e in Expectation)}") from None
+
+    def authorities(key: str, value: Any) -> list[Authority]:
+        try:
+            return [Authority(v) for v in _string_list(value)]
+        except ValueError:
+            raise _fail(path, where, f"field {key} must list authorities from "
+                                     f"{', '.join(a.value for a in Authority)}") from None
+
+    blocked_by = frozenset(authorities("blocked_by", raw.get("blocked_by", [])))
+    blocks = any(e in (Expectation.BLOCKED, Expectation.BLOCKED_OR_ALERTED)
+                 for e in expected.values())
+    if blocks and not blocked_by:
+        raise _fail(path, where, "field blocked_by is required when a profile expects BLOCKED")
+    weaker_raw = raw.get("weaker") or {}
+    if not isinstance(weaker_raw, dict):
+        raise _fail(path, where, "field weaker must map authorities to explanations")
+    weaker = {authorities("weaker", k)[0]: str(v) for k, v in weaker_raw.items()}
+    alerts = any(e in (Expectation.ALERTED, Expectation.BLOCKED_OR_ALERTED)
+                 for e in expected.values())
+    if alerts and not isinstance(raw.get("alert"), dict):
+        raise _fail(path, where, "field alert (a matcher) is required when a profile "
+                                 "expects ALERTED")
+
+    mappings_raw = raw["mappings"]
+    if not isinstance(mappings_raw, dict) or not {"cis", "mitre"} <= set(mappings_raw):
+        raise _fail(path, where, "field mappings must have cis and mitre")
+    try:
+        mappings = {k: _string_list(v) for k, v in mappings_raw.items()}
+    except ValueError as exc:
+        raise _fail(path, where, f"field mappings: {exc}") from None
+    bad = [m for m in mappings["mitre"] if not _MITRE.match(m)]
+    if bad:
+        raise _fail(path, where, f"field mappings.mitre has malformed technique id(s) {bad}")
+
+    params = raw.get("params") or {}
+    if not isinstance(params, dict):
+        raise _fail(path, where, "field params must be a mapping")
+    return Control(
+        id=raw["id"], title=raw["title"].strip(), component=raw["component"],
+        guidance=" ".join(raw["guidance"].split()), attack=raw["attack"],
+        identity=raw["identity"], vantage=raw["vantage"], expected=expected,
+        mappings=mappings, remediation=" ".join(raw["remediation"].split()), params=params,
+        blocked_by=blocked_by, weaker=weaker, alert=raw.get("alert"),
+        intrusive=bool(raw.get("intrusive", False)))
+
+
+def load_catalog(path: Path | str = DEFAULT_CATALOG, attacks_dir: Path = ATTACKS_DIR) -> Catalog:
+    """Load and validate the whole catalog; raise CatalogError naming the first problem."""
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise CatalogError(f"cannot read catalog {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "YAML"
+        raise _fail(path, where, str(getattr(exc, "problem", exc))) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("controls"), list):
+        raise _fail(path, "top level", "must be a mapping with a `controls` list")
+    profiles = doc.get("profiles")
+    if not isinstance(profiles, dict) or "default" not in profiles:
+        raise _fail(path, "profiles", "must map profile names to descriptions, incl. default")
+    controls = tuple(_parse_control(raw, path, i, profiles, attacks_dir)
+                     for i, raw in enumerate(doc["controls"]))
+    seen: set[str] = set()
+    for control in controls:
+        if control.id in seen:
+            raise _fail(path, f"control {control.id}", "duplicate id")
+        seen.add(control.id)
+    return Catalog(path=path, profiles=dict(profiles), controls=controls)
+
+
+def load_attack(name: str, attacks_dir: Path = ATTACKS_DIR):
+    """Import attacks/<name>.py by path (no sys.path games) and return the module."""
+    path = attack_module_path(name, attacks_dir)
+    spec = importlib.util.spec_from_file_location(f"kubeprobe_attacks.{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not callable(getattr(module, "run", None)):
+        raise CatalogError(f"attack module attacks/{name}.py has no run(ctx, **params)")
+    return module

@@ -1,0 +1,107 @@
+"""Shared classification of `Exchange` records into Observations.
+
+Only recognised refusals become BLOCKED. Everything an attack does not recognise is
+INCONCLUSIVE with the wire summary, so an odd answer can never turn into a pass.
+"""
+from __future__ import annotations
+
+import base64
+
+from kubeprobe.net import CLIENT_CERT_ALERTS, Exchange
+from kubeprobe.outcome import Authority, Observation
+
+#: Connection-level failures that prove nothing.
+UNPROVEN_ERRORS = {"timeout": "timed out (filtered port or dead host): nothing proves a block",
+                   "unreachable": "host unreachable: nothing proves a block"}
+
+
+def refusal(ex: Exchange, what: str) -> Observation | None:
+    """BLOCKED for a TLS client-certificate alert or a refused connection; INCONCLUSIVE for a
+    timeout/unreachable host; None when the exchange got further than that."""
+    if ex.tls_alert in CLIENT_CERT_ALERTS:
+        return Observation.blocked(Authority.TLS_CLIENT_CERT_ALERT,
+                                   f"{what}: TLS alert {ex.tls_alert} (client certificate "
+                                   f"refused)", tls_alert=ex.tls_alert)
+    if ex.error == "refused":
+        return Observation.blocked(Authority.CONNECTION_REFUSED,
+                                   f"{what}: connection refused ({ex.target})")
+    if ex.error in UNPROVEN_ERRORS:
+        return Observation.inconclusive(f"{what}: {UNPROVEN_ERRORS[ex.error]} ({ex.target})",
+                                        error_detail=ex.error_detail)
+    return None
+
+
+def http_auth_refusal(ex: Exchange, what: str, anonymous: bool) -> Observation | None:
+    """BLOCKED for HTTP 401/403. For an anonymous request a 403 means anonymous
+    authentication is ON and only authorization said no: the summary says so."""
+    if ex.http_status == 401:
+        return Observation.blocked(Authority.HTTP_401, f"{what}: HTTP 401 Unauthorized "
+                                   "(authentication refused)", status_body=ex.body[:300]
+                                   if ex.body else None)
+    if ex.http_status == 403:
+        detail = ("anonymous authentication is enabled; authorization denied the request"
+                  if anonymous else "authenticated, but authorization denied the request")
+        return Observation.blocked(Authority.HTTP_403, f"{what}: HTTP 403 Forbidden ({detail})",
+                                   status_body=ex.body[:300] if ex.body else None)
+    return None
+
+
+def unexpected(ex: Exchange, what: str) -> Observation:
+    return Observation.inconclusive(f"{what}: unexpected answer: {ex.summary()}",
+                                    error_detail=ex.error_detail)
+
+
+# etcd v3 JSON gateway: keys-only range over /registry .. /registrz (base64), a few keys.
+ETCD_REGISTRY_RANGE = (b'{"key":"L3JlZ2lzdHJ5","range_end":"L3JlZ2lzdHJ6",'
+                       b'"keys_only":true,"limit":10}')
+ETCD_RANGE_PATH = "/v3/kv/range"
+
+
+def etcd_range_answer(ex: Exchange, what: str) -> Observation | None:
+    """SUCCEEDED when etcd answered a range request: the key names are the proof (never
+    values: the request is keys-only)."""
+    body = ex.json_body()
+    if ex.http_status == 200 and body is not None and "header" in body:
+        keys = [base64.b64decode(kv.get("key", "")).decode(errors="replace")
+                for kv in body.get("kvs", [])]
+        return Observation.succeeded(
+            f"{what}: etcd answered the range request on {ex.target} "
+            f"({body.get('count', len(keys))} keys under /registry)",
+            keys_sample=keys, etcd_header=body.get("header"))
+    return None
+
+
+def etcd_range_attack(ctx, target, what: str, client_cert=None,
+                      retry_plain: bool = False) -> Observation:
+    """POST a keys-only /registry range to an etcd client port over TLS and classify it.
+    `retry_plain`: when the port does not speak TLS at all, an attacker switches to HTTP."""
+    def attempt(tls: bool) -> Exchange:
+        return ctx.exchange(ctx.probe(target.host, target.port, tls=tls, method="POST",
+                                      client_cert=client_cert if tls else None,
+                                      path=ETCD_RANGE_PATH, body=ETCD_REGISTRY_RANGE))
+    exchange = attempt(tls=True)
+    if retry_plain and exchange.error == "tls_error" and not exchange.tls_handshake:
+        ctx.note("the port did not complete a TLS handshake; retried in plain HTTP")
+        exchange = attempt(tls=False)
+    return (refusal(exchange, what) or etcd_range_answer(exchange, what)
+            or unexpected(exchange, what))
+
+
+def kubelet_answer(ex: Exchange, what: str) -> Observation | None:
+    """SUCCEEDED when the kubelet served the request: what it disclosed is the proof."""
+    if ex.http_status != 200:
+        return None
+    body = ex.json_body()
+    if body is not None and isinstance(body.get("items"), list):
+        pods = [f"{(i.get('metadata') or {}).get('namespace')}/"
+                f"{(i.get('metadata') or {}).get('name')}" for i in body["items"]]
+        return Observation.succeeded(f"{what}: HTTP 200, the kubelet listed {len(pods)} pods",
+                                     pods_sample=pods[:10])
+    if body is not None and "kubeletconfig" in body:
+        config = body["kubeletconfig"]
+        return Observation.succeeded(
+            f"{what}: HTTP 200, the kubelet disclosed its configuration",
+            authentication=config.get("authentication"),
+            authorization=config.get("authorization"))
+    return Observation.succeeded(f"{what}: HTTP 200 ({len(ex.body or '')} bytes)",
+                                 body_sample=(ex.body or "")[:300])

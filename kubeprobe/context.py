@@ -1,0 +1,131 @@
+"""What an attack gets to work with: `AttackContext`.
+
+An attack module exposes
+
+    TARGETS = "kubelet"            # which endpoints it attacks (see kubeprobe.discovery.Endpoint)
+    def run(ctx: AttackContext, target: Endpoint, **params) -> Observation
+
+and uses only the context: `ctx.exchange(probe)` to touch the network (recorded as evidence),
+`ctx.defer(...)` to register cleanup BEFORE it creates anything, `ctx.unique_name(...)` and
+`ctx.labels` so every object carries the run id, and `ctx.credentials` for identities
+(a foreign CA, a cluster-CA-signed client certificate, a ServiceAccount token).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from kubeprobe.net import ClientCert, Exchange, Probe, Transport
+
+log = logging.getLogger("kubeprobe")
+
+RUN_ID_LABEL = "kubeprobe.io/run-id"
+CONTROL_LABEL = "kubeprobe.io/control"
+
+
+class Credentials(Protocol):
+    """Identities an attacker may hold. A method raises `Unavailable` with the reason when the
+    target cannot provide that identity (e.g. no right to approve a CSR)."""
+
+    def foreign_ca_client_cert(self) -> ClientCert: ...
+    def cluster_ca_client_cert(self, ctx: "AttackContext") -> ClientCert: ...
+    def service_account_token(self, ctx: "AttackContext") -> str: ...
+
+
+class Unavailable(Exception):
+    """A precondition of the attack cannot be met on this target: the control is SKIPPED
+    with this reason (never passed)."""
+
+
+EVIDENCE_BODY_LIMIT = 2048
+_SECRET_KEYS = ("data", "stringData", "token", "client-key-data", "password")
+
+
+def redact(value: Any) -> Any:
+    """Evidence never carries secret material: Secret data, tokens, keys."""
+    if isinstance(value, dict):
+        return {k: ("<redacted>" if k in _SECRET_KEYS and v else redact(v))
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
+def evidence_of(exchange: Exchange) -> dict:
+    """The exchange as evidence: JSON bodies redacted, every body cut to a readable size."""
+    record = exchange.to_json()
+    body = exchange.json_body()
+    if body is not None:
+        record["body"] = json.dumps(redact(body))
+    if record["body"] and len(record["body"]) > EVIDENCE_BODY_LIMIT:
+        record["body"] = record["body"][:EVIDENCE_BODY_LIMIT] + f"... ({len(record['body'])} chars)"
+    return record
+
+
+@dataclass
+class Cleanup:
+    description: str
+    func: Callable[..., Any]
+    args: tuple = ()
+    error: str | None = None
+
+
+@dataclass
+class AttackContext:
+    run_id: str
+    control_id: str
+    transport: Transport
+    credentials: Credentials
+    kube: Any = None                  # kubeprobe.kube.Kube (API clients) or None in self-tests
+    namespace: str | None = None      # throwaway namespace for objects the attack creates
+    connect_timeout: float = 3.0
+    read_timeout: float = 5.0
+    exchanges: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    _cleanups: list[Cleanup] = field(default_factory=list)
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {RUN_ID_LABEL: self.run_id, CONTROL_LABEL: self.control_id.lower()}
+
+    def unique_name(self, prefix: str) -> str:
+        """DNS-1123 name carrying the run id and a per-attack nonce."""
+        return f"kp-{prefix}-{self.run_id[:8]}-{secrets.token_hex(3)}".lower()[:63]
+
+    def probe(self, host: str, port: int, **kwargs: Any) -> Probe:
+        kwargs.setdefault("connect_timeout", self.connect_timeout)
+        kwargs.setdefault("read_timeout", self.read_timeout)
+        return Probe(host=host, port=port, **kwargs)
+
+    def exchange(self, probe: Probe) -> Exchange:
+        result = self.transport.exchange(probe)
+        self.exchanges.append({"request": probe.describe(), "response": evidence_of(result)})
+        log.debug("%s %s -> %s", self.control_id, probe.url(), result.summary())
+        return result
+
+    def defer(self, description: str, func: Callable[..., Any], *args: Any) -> None:
+        """Register cleanup before creating the thing it removes. Runs LIFO, always."""
+        self._cleanups.append(Cleanup(description, func, args))
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+    def run_cleanups(self) -> list[Cleanup]:
+        """Run every registered cleanup (last first), even if one fails; return them all with
+        their errors so the report can show a cleanup that did not work."""
+        done = []
+        while self._cleanups:
+            item = self._cleanups.pop()
+            started = time.monotonic()
+            try:
+                item.func(*item.args)
+            except Exception as exc:  # noqa: BLE001 - every failure is reported, none hidden
+                item.error = f"{type(exc).__name__}: {exc}"
+                log.warning("cleanup failed: %s: %s", item.description, item.error)
+            log.debug("cleanup %s took %.2fs", item.description, time.monotonic() - started)
+            done.append(item)
+        return done

@@ -1,0 +1,111 @@
+"""The identities an attacker holds: a certificate from a CA nobody trusts, a client certificate
+signed by the cluster CA (through a CSR), and a ServiceAccount token without any rights."""
+from __future__ import annotations
+
+from functools import cached_property
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from kubeprobe import pki
+from kubeprobe.context import AttackContext, Unavailable
+from kubeprobe.kube import Kube, RunNamespace, wait_for
+from kubeprobe.net import ClientCert
+
+KUBE_APISERVER_CLIENT_SIGNER = "kubernetes.io/kube-apiserver-client"
+
+
+class ClusterCredentials:
+    """Credentials obtained from a live cluster (and a locally made foreign CA)."""
+
+    def __init__(self, kube: Kube | None, namespace: RunNamespace | None,
+                 csr_deadline_s: float = 30.0) -> None:
+        self.kube = kube
+        self.namespace = namespace
+        self.csr_deadline_s = csr_deadline_s
+
+    @cached_property
+    def _foreign(self) -> ClientCert:
+        ca = pki.CertificateAuthority.create("kubeprobe foreign CA (never trusted)")
+        # Claims cluster-admin: if anything trusts this CA, it trusts an attacker as admin.
+        return ca.issue("kubeprobe-attacker", "system:masters").client_cert(
+            "client certificate from a foreign CA (CN=kubeprobe-attacker, O=system:masters)")
+
+    def foreign_ca_client_cert(self) -> ClientCert:
+        return self._foreign
+
+    def cluster_ca_client_cert(self, ctx: AttackContext) -> ClientCert:
+        """A client certificate signed by the cluster's kube-apiserver-client signer (the
+        cluster CA on kubeadm clusters), obtained through an approved CSR."""
+        if self.kube is None:
+            raise Unavailable("no Kubernetes API to request a cluster-CA certificate from")
+        name = ctx.unique_name("csr")
+        key = pki.new_key()
+        request = pki.csr_pem(key, f"kubeprobe-{ctx.run_id[:8]}")
+        api = self.kube.certificates
+        body = client.V1CertificateSigningRequest(
+            metadata=client.V1ObjectMeta(name=name, labels=ctx.labels),
+            spec=client.V1CertificateSigningRequestSpec(
+                request=pki.b64_pem(request), signer_name=KUBE_APISERVER_CLIENT_SIGNER,
+                expiration_seconds=600, usages=["client auth", "digital signature"]))
+        ctx.defer(f"delete CSR {name}", _delete_csr, self.kube, name)
+        try:
+            csr = api.create_certificate_signing_request(body, _request_timeout=self.kube.timeout)
+            csr.status = client.V1CertificateSigningRequestStatus(conditions=[
+                client.V1CertificateSigningRequestCondition(
+                    type="Approved", status="True", reason="KubeprobeAttack",
+                    message="kubeprobe: cluster-CA client certificate for an etcd probe")])
+            api.replace_certificate_signing_request_approval(name, csr,
+                                                             _request_timeout=self.kube.timeout)
+        except ApiException as exc:
+            raise Unavailable(f"cannot obtain a cluster-CA certificate through a CSR: HTTP "
+                              f"{exc.status} {exc.reason}") from None
+
+        def issued() -> bytes | None:
+            status = api.read_certificate_signing_request(
+                name, _request_timeout=self.kube.timeout).status
+            return pki.b64_decode(status.certificate) if status and status.certificate else None
+        try:
+            cert_pem = wait_for(issued, self.csr_deadline_s, f"CSR {name} to be signed")
+        except TimeoutError as exc:
+            raise Unavailable(f"{exc} (is the controller-manager's signer running?)") from None
+        info = pki.describe(cert_pem)
+        ctx.note(f"cluster-CA client certificate via CSR {name}: subject {info['subject']}, "
+                 f"issuer {info['issuer']}")
+        return ClientCert(cert_pem, pki.key_pem(key),
+                          f"client certificate signed by the cluster signer ({info['issuer']})")
+
+    def service_account_token(self, ctx: AttackContext) -> str:
+        """A short-lived token of a fresh ServiceAccount that has no RBAC bindings at all."""
+        if self.kube is None or self.namespace is None:
+            raise Unavailable("no Kubernetes API to create a ServiceAccount in")
+        namespace = self.namespace.ensure()
+        name = ctx.unique_name("sa")
+        ctx.defer(f"delete ServiceAccount {namespace}/{name}", _delete_sa, self.kube,
+                  namespace, name)
+        self.kube.core.create_namespaced_service_account(
+            namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(
+                name=name, labels=ctx.labels)), _request_timeout=self.kube.timeout)
+        token = self.kube.core.create_namespaced_service_account_token(
+            name, namespace, client.AuthenticationV1TokenRequest(
+                spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600)),
+            _request_timeout=self.kube.timeout)
+        ctx.note(f"identity: ServiceAccount {namespace}/{name} (no role bindings)")
+        return token.status.token
+
+
+def _delete_csr(kube: Kube, name: str) -> None:
+    try:
+        kube.certificates.delete_certificate_signing_request(name, _request_timeout=kube.timeout)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+
+
+def _delete_sa(kube: Kube, namespace: str, name: str) -> None:
+    try:
+        kube.core.delete_namespaced_service_account(name, namespace,
+                                                    _request_timeout=kube.timeout)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise

@@ -1,0 +1,164 @@
+"""Access to the target's API through the official client, with a timeout on every call."""
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from kubeprobe.context import RUN_ID_LABEL
+
+
+class TargetError(Exception):
+    """The suite cannot run against this target. The message is the one line shown."""
+
+
+class ApiUnavailable(Exception):
+    """The API server stopped answering (connection refused/reset/timeout)."""
+
+
+def is_connection_failure(exc: BaseException) -> bool:
+    return isinstance(exc, (urllib3.exceptions.MaxRetryError, urllib3.exceptions.ProtocolError,
+                            urllib3.exceptions.TimeoutError, ConnectionError, TimeoutError))
+
+
+def wait_for(condition: Callable[[], Any], deadline_s: float, what: str,
+             interval_s: float = 0.2) -> Any:
+    """Poll `condition` until it returns a truthy value or the deadline passes (then raise
+    TimeoutError naming `what`). The interval is a poll period, not a sleep hiding a race."""
+    end = time.monotonic() + deadline_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= end:
+            raise TimeoutError(f"timed out after {deadline_s:.0f}s waiting for {what}")
+        threading.Event().wait(min(interval_s, max(0.0, end - time.monotonic())))
+
+
+@dataclass
+class Kube:
+    api_client: client.ApiClient
+    context: str | None
+    kubeconfig: Path | None
+    timeout: tuple[float, float] = (3.0, 15.0)
+
+    @classmethod
+    def connect(cls, kubeconfig: Path | None, context: str | None,
+                connect_timeout: float = 3.0) -> "Kube":
+        """Load the kubeconfig and check the API answers; TargetError (one line) otherwise."""
+        where = str(kubeconfig) if kubeconfig else "the default kubeconfig"
+        if kubeconfig is not None and not Path(kubeconfig).is_file():
+            raise TargetError(f"kubeconfig {kubeconfig} does not exist")
+        try:
+            contexts, _ = config.list_kube_config_contexts(config_file=str(kubeconfig)
+                                                           if kubeconfig else None)
+        except (config.ConfigException, OSError, ValueError, TypeError) as exc:
+            raise TargetError(f"cannot read kubeconfig {where}: {exc}") from None
+        names = [c["name"] for c in contexts or []]
+        if context and context not in names:
+            raise TargetError(f"context {context!r} is not in {where} "
+                              f"(contexts: {', '.join(names) or 'none'})")
+        try:
+            api_client = config.new_client_from_config(
+                config_file=str(kubeconfig) if kubeconfig else None, context=context)
+        except (config.ConfigException, OSError, ValueError, TypeError) as exc:
+            raise TargetError(f"bad kubeconfig {where}: {exc}") from None
+        api_client.configuration.retries = False
+        kube = cls(api_client, context, kubeconfig, (connect_timeout, 15.0))
+        try:
+            kube.server_version()
+        except ApiException as exc:
+            raise TargetError(f"API server {kube.server_url} refused the runner's credentials: "
+                              f"HTTP {exc.status} {exc.reason}") from None
+        except Exception as exc:  # noqa: BLE001 - any transport failure means "no cluster"
+            if is_connection_failure(exc):
+                raise TargetError(f"no cluster: API server {kube.server_url} did not answer "
+                                  f"({type(exc).__name__})") from None
+            raise
+        return kube
+
+    @property
+    def server_url(self) -> str:
+        return self.api_client.configuration.host
+
+    @property
+    def server_host_port(self) -> tuple[str, int]:
+        parts = urlsplit(self.server_url)
+        return parts.hostname, parts.port or 443
+
+    @property
+    def cluster_ca_pem(self) -> bytes | None:
+        path = self.api_client.configuration.ssl_ca_cert
+        return Path(path).read_bytes() if path else None
+
+    @property
+    def core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self.api_client)
+
+    @property
+    def rbac(self) -> client.RbacAuthorizationV1Api:
+        return client.RbacAuthorizationV1Api(self.api_client)
+
+    @property
+    def certificates(self) -> client.CertificatesV1Api:
+        return client.CertificatesV1Api(self.api_client)
+
+    def server_version(self) -> dict:
+        info = client.VersionApi(self.api_client).get_code(_request_timeout=self.timeout)
+        return {"gitVersion": info.git_version, "platform": info.platform}
+
+    def alive(self) -> bool:
+        try:
+            self.server_version()
+        except Exception:  # noqa: BLE001
+            return False
+        return True
+
+    def get_raw(self, path: str) -> Any:
+        """GET an arbitrary API path as JSON (e.g. /api/v1/nodes/N/proxy/configz)."""
+        data, _, _ = self.api_client.call_api(
+            path, "GET", auth_settings=["BearerToken"], response_type="object",
+            _preload_content=True, _request_timeout=self.timeout)
+        return data
+
+
+@dataclass
+class RunNamespace:
+    """The run's throwaway namespace: created on first use, deletion registered first."""
+    kube: Kube
+    run_id: str
+    defer: Callable[..., None]
+    name: str = field(init=False)
+    _created: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        self.name = f"kubeprobe-{self.run_id[:8]}"
+
+    def ensure(self) -> str:
+        if not self._created:
+            self.defer(f"delete namespace {self.name}", self.delete)
+            body = client.V1Namespace(metadata=client.V1ObjectMeta(
+                name=self.name, labels={RUN_ID_LABEL: self.run_id,
+                                        "pod-security.kubernetes.io/enforce": "restricted"}))
+            self.kube.core.create_namespace(body, _request_timeout=self.kube.timeout)
+            self._created = True
+        return self.name
+
+    def delete(self) -> None:
+        try:
+            self.kube.core.delete_namespace(self.name, _request_timeout=self.kube.timeout)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()

