@@ -10,10 +10,16 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import urllib3
+import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from kubeprobe.context import RUN_ID_LABEL
+
+
+# What a broken kubeconfig raises inside the client's loader.
+_KUBECONFIG_ERRORS = (config.ConfigException, OSError, ValueError, TypeError, KeyError,
+                      AttributeError, yaml.YAMLError)
 
 
 class TargetError(Exception):
@@ -60,8 +66,9 @@ class Kube:
         try:
             contexts, _ = config.list_kube_config_contexts(config_file=str(kubeconfig)
                                                            if kubeconfig else None)
-        except (config.ConfigException, OSError, ValueError, TypeError) as exc:
-            raise TargetError(f"cannot read kubeconfig {where}: {exc}") from None
+        except _KUBECONFIG_ERRORS as exc:
+            raise TargetError(f"cannot read kubeconfig {where}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
         names = [c["name"] for c in contexts or []]
         if context and context not in names:
             raise TargetError(f"context {context!r} is not in {where} "
@@ -69,7 +76,7 @@ class Kube:
         try:
             api_client = config.new_client_from_config(
                 config_file=str(kubeconfig) if kubeconfig else None, context=context)
-        except (config.ConfigException, OSError, ValueError, TypeError) as exc:
+        except _KUBECONFIG_ERRORS as exc:
             raise TargetError(f"bad kubeconfig {where}: {exc}") from None
         api_client.configuration.retries = False
         kube = cls(api_client, context, kubeconfig, (connect_timeout, 15.0))
@@ -112,7 +119,9 @@ class Kube:
         return client.CertificatesV1Api(self.api_client)
 
     def server_version(self) -> dict:
-        info = client.VersionApi(self.api_client).get_code(_request_timeout=self.timeout)
+        # A short read deadline: /version is cheap, and a tarpit must not stall the run.
+        info = client.VersionApi(self.api_client).get_code(
+            _request_timeout=(self.timeout[0], 2 * self.timeout[0]))
         return {"gitVersion": info.git_version, "platform": info.platform}
 
     def alive(self) -> bool:

@@ -1,0 +1,61 @@
+"""`kubeprobe` console script.
+
+    kubeprobe run [pytest args...]      run the suite (same as `pytest suites/ ...`)
+    kubeprobe catalog [--catalog FILE]  validate the catalog and list its controls
+    kubeprobe lab build|up|down|status  the local lab cluster (see kubeprobe/lab)
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from kubeprobe.catalog import DEFAULT_CATALOG, CatalogError, load_catalog
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _catalog(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="kubeprobe catalog")
+    parser.add_argument("--catalog", type=Path, default=DEFAULT_CATALOG)
+    args = parser.parse_args(argv)
+    try:
+        catalog = load_catalog(args.catalog)
+    except CatalogError as exc:
+        print(f"kubeprobe: {exc}", file=sys.stderr)
+        return 2
+    for c in catalog.controls:
+        expected = ", ".join(f"{p}={e.value}" for p, e in c.expected.items())
+        print(f"{c.id:14} {c.component:15} {c.vantage:7} {expected:40} {c.title}")
+    print(f"{len(catalog.controls)} controls, profiles: {', '.join(catalog.profiles)}")
+    return 0
+
+
+def _run(argv: list[str]) -> int:
+    import pytest
+    return int(pytest.main([str(REPO_ROOT / "suites"), *argv]))
+
+
+def _lab(argv: list[str]) -> int:
+    try:
+        from kubeprobe.lab.cli import main as lab_main
+    except ImportError as exc:
+        print(f"kubeprobe: the lab is not available in this build: {exc}", file=sys.stderr)
+        return 2
+    return lab_main(argv)
+
+
+COMMANDS = {"run": _run, "catalog": _catalog, "lab": _lab}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print(__doc__.strip(), file=sys.stderr if argv and argv[0] not in ("-h", "--help")
+              else sys.stdout)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    return COMMANDS[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Configuration evidence next to each verdict: what the component says about itself.
+
+The attack decides the verdict; the configuration is a cross-check for the auditor. Two
+sources, both optional:
+  - the API (always, with the runner's credentials): kubelet /configz through nodes/proxy,
+    etcd and kube-apiserver flags from their static pods;
+  - the node's files through pytest-testinfra (docker://<node> on kind, local:// on the lab,
+    ssh:// for staging when given): the kubelet config file and the static pod manifests.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from kubeprobe.discovery import Endpoints, parse_flags
+from kubeprobe.kube import Kube
+
+KUBELET_KEYS = ("authentication", "authorization", "readOnlyPort", "healthzBindAddress",
+                "port")
+ETCD_FLAG_WORDS = ("cert", "key", "trusted-ca", "client-cert-auth", "auto-tls", "urls")
+APISERVER_FLAG_WORDS = ("anonymous-auth", "authorization-mode", "admission", "audit",
+                        "kubelet-client", "kubelet-certificate", "etcd-")
+NODE_FILES = {"kubelet": "/var/lib/kubelet/config.yaml",
+              "etcd": "/etc/kubernetes/manifests/etcd.yaml",
+              "kube-apiserver": "/etc/kubernetes/manifests/kube-apiserver.yaml"}
+
+
+def _pick_flags(flags: dict[str, str], words: tuple[str, ...]) -> dict[str, str]:
+    return {k: v for k, v in sorted(flags.items()) if any(w in k for w in words)}
+
+
+def _pod_flags(kube: Kube, component: str) -> dict[str, dict[str, str]]:
+    pods = kube.core.list_namespaced_pod("kube-system", label_selector=f"component={component}",
+                                         _request_timeout=kube.timeout).items
+    found = {}
+    for pod in pods:
+        container = pod.spec.containers[0]
+        found[pod.metadata.name] = parse_flags((container.command or []) + (container.args or []))
+    return found
+
+
+def api_config(kube: Kube, component: str, endpoints: Endpoints,
+               node: str | None = None) -> dict[str, Any]:
+    """The component's security-relevant configuration as the API shows it."""
+    try:
+        if component == "kubelet" and node:
+            config = kube.get_raw(f"/api/v1/nodes/{node}/proxy/configz").get("kubeletconfig", {})
+            return {f"node {node} /configz": {k: config.get(k) for k in KUBELET_KEYS}}
+        if component == "etcd":
+            return {f"kube-system/{pod} flags": _pick_flags(flags, ETCD_FLAG_WORDS)
+                    for pod, flags in endpoints.etcd_flags.items()}
+        if component == "kube-apiserver":
+            return {f"kube-system/{pod} flags": _pick_flags(flags, APISERVER_FLAG_WORDS)
+                    for pod, flags in _pod_flags(kube, "kube-apiserver").items()}
+    except Exception as exc:  # noqa: BLE001 - evidence is best effort, and says why it is missing
+        return {"unavailable": f"{type(exc).__name__}: {str(exc)[:200]}"}
+    return {}
+
+
+def node_file(host_uri: str, component: str) -> dict[str, Any]:
+    """The component's config file on the node, read with testinfra."""
+    path = NODE_FILES.get(component)
+    if not path:
+        return {}
+    try:
+        import testinfra
+        content = testinfra.get_host(host_uri).file(path).content_string
+    except Exception as exc:  # noqa: BLE001
+        return {"unavailable": f"{host_uri}{path}: {type(exc).__name__}: {str(exc)[:200]}"}
+    if component == "kubelet":
+        config = yaml.safe_load(content) or {}
+        return {f"{host_uri} {path}": {k: config.get(k) for k in KUBELET_KEYS}}
+    manifest = yaml.safe_load(content) or {}
+    container = manifest["spec"]["containers"][0]
+    flags = parse_flags(container.get("command", []) + container.get("args", []))
+    words = ETCD_FLAG_WORDS if component == "etcd" else APISERVER_FLAG_WORDS
+    return {f"{host_uri} {path}": _pick_flags(flags, words)}

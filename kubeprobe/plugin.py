@@ -1,0 +1,216 @@
+"""The pytest plugin: options, the target and suite fixtures, verdicts as test outcomes, and
+the reports (pytest-html columns and evidence, results.json, JUnit properties).
+
+Exit codes: 0 every control held (PASS, or SKIP/NOT-VERIFIED with a reason), 1 a control
+FAILED or could not be judged (ERROR), 2 the suite could not run (bad target, malformed
+catalog, API gone mid-run).
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+from pathlib import Path
+
+import pytest
+
+from kubeprobe import report
+from kubeprobe.catalog import DEFAULT_CATALOG, CatalogError, load_catalog
+from kubeprobe.kube import Kube, TargetError
+from kubeprobe.outcome import Verdict
+from kubeprobe.suite import Suite, SuiteAbort, new_run_id
+from kubeprobe.targets import KIND_CONFIGS, TARGET_KINDS, TargetOptions, resolve
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SUITES_DIR = REPO_ROOT / "suites"
+RESULT_KEY = pytest.StashKey["object"]()
+SUITE_KEY = pytest.StashKey["object"]()
+EXIT_CANNOT_RUN = 2
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("kubeprobe", "kubeprobe: active Kubernetes security conformance")
+    group.addoption("--target", default="auto", choices=TARGET_KINDS,
+                    help="auto (default): --kubeconfig if given, else kind if usable, else lab")
+    group.addoption("--kubeconfig", type=Path, default=None, help="kubeconfig of an existing "
+                    "cluster (implies --target existing under auto)")
+    group.addoption("--context", default=None, help="kubeconfig context to use")
+    group.addoption("--cluster-profile", default="hardened", choices=sorted(KIND_CONFIGS),
+                    help="profile of the cluster the suite builds (kind, lab)")
+    group.addoption("--keep-cluster", action="store_true",
+                    help="do not delete the kind cluster / stop the lab at the end")
+    group.addoption("--profile", default="default",
+                    help="expectation profile from the catalog (default, detection, ...)")
+    group.addoption("--catalog", type=Path, default=DEFAULT_CATALOG, help="control catalog")
+    group.addoption("--controls", default=None,
+                    help="comma-separated control ids or globs, e.g. ETCD-*,KUBELET-01")
+    group.addoption("--connect-timeout", type=float, default=3.0,
+                    help="seconds for every connect (default 3)")
+    group.addoption("--read-timeout", type=float, default=5.0,
+                    help="seconds to wait for an answer (default 5)")
+    group.addoption("--intrusive", action="store_true",
+                    help="allow intrusive attacks on an existing cluster")
+    group.addoption("--run-id", default=None, help="run id stamped on every object "
+                    "(default: time + random)")
+    group.addoption("--reports-dir", type=Path, default=REPO_ROOT / "reports",
+                    help="where report.html, results.json and junit.xml go")
+
+
+def _runs_suites(config: pytest.Config) -> bool:
+    for arg in config.args:
+        path = Path(arg.split("::")[0]).resolve()
+        if path == SUITES_DIR or SUITES_DIR in path.parents:
+            return True
+    return False
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "lab: needs root and the lab binaries")
+    if not _runs_suites(config):
+        return
+    # The suite always leaves the three reports behind; explicit options still win.
+    reports = config.getoption("reports_dir")
+    reports.mkdir(parents=True, exist_ok=True)
+    if getattr(config.option, "htmlpath", None) is None:
+        config.option.htmlpath = str(reports / "report.html")
+        config.option.self_contained_html = True
+    if getattr(config.option, "xmlpath", None) is None:
+        config.option.xmlpath = str(reports / "junit.xml")
+    config.stash[RESULT_KEY] = reports / "results.json"
+    _load_controls(config)
+
+
+def _cannot_run(message: str) -> None:
+    pytest.exit(f"kubeprobe: {message}", returncode=EXIT_CANNOT_RUN)
+
+
+def _load_controls(config: pytest.Config) -> None:
+    """Validate the catalog and the selection before anything is collected or created."""
+    try:
+        catalog = load_catalog(config.getoption("catalog"))
+    except CatalogError as exc:
+        _cannot_run(str(exc))
+    selection = config.getoption("controls")
+    controls = list(catalog.controls)
+    if selection:
+        patterns = [p.strip() for p in selection.split(",") if p.strip()]
+        controls = [c for c in controls if any(fnmatch.fnmatch(c.id, p) for p in patterns)]
+        if not controls:
+            _cannot_run(f"--controls {selection!r} matches no control in {catalog.path}")
+    profile = config.getoption("profile")
+    if profile not in catalog.profiles:
+        _cannot_run(f"--profile {profile!r} is not in the catalog "
+                    f"(profiles: {', '.join(catalog.profiles)})")
+    config.stash[SUITE_KEY] = {"catalog": catalog, "controls": controls}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "kubeprobe_control" not in metafunc.fixturenames:
+        return
+    state = metafunc.config.stash.get(SUITE_KEY, None)
+    if state is None:
+        _cannot_run("the suite's controls were not loaded (run `pytest suites/`)")
+    controls = state["controls"]
+    metafunc.parametrize("kubeprobe_control", controls, ids=[c.id for c in controls])
+
+
+@pytest.fixture(scope="session")
+def kubeprobe_target(request: pytest.FixtureRequest):
+    config = request.config
+    run_id = config.getoption("run_id") or new_run_id()
+    opts = TargetOptions(target=config.getoption("target"),
+                         kubeconfig=config.getoption("kubeconfig"),
+                         context=config.getoption("context"),
+                         cluster_profile=config.getoption("cluster_profile"),
+                         keep_cluster=config.getoption("keep_cluster"), run_id=run_id)
+    try:
+        target = resolve(opts)
+    except TargetError as exc:
+        _cannot_run(str(exc))
+    target.run_id = run_id
+    yield target
+    errors = target.close()
+    if errors:
+        _cannot_run("target teardown failed: " + "; ".join(errors))
+
+
+@pytest.fixture(scope="session")
+def kubeprobe_suite(request: pytest.FixtureRequest, kubeprobe_target):
+    config = request.config
+    try:
+        kube = Kube.connect(kubeprobe_target.kubeconfig, kubeprobe_target.context,
+                            config.getoption("connect_timeout"))
+    except TargetError as exc:
+        _cannot_run(str(exc))
+    suite = Suite(catalog=config.stash[SUITE_KEY]["catalog"], target=kubeprobe_target,
+                  kube=kube, profile=config.getoption("profile"),
+                  run_id=kubeprobe_target.run_id,
+                  connect_timeout=config.getoption("connect_timeout"),
+                  read_timeout=config.getoption("read_timeout"),
+                  intrusive=config.getoption("intrusive"),
+                  pod_transport_factory=_pod_transport_factory())
+    config.stash[SUITE_KEY]["suite"] = suite
+    report.add_environment(config, suite)
+    yield suite
+    errors = suite.close()
+    if errors:
+        config.stash[SUITE_KEY]["cleanup_errors"] = errors
+        _cannot_run("cleanup failed, objects may be left in the cluster: " + "; ".join(errors))
+
+
+def _pod_transport_factory():
+    try:
+        from kubeprobe.agent import pod_transport_for_suite
+    except ImportError:
+        return None
+    return pod_transport_for_suite
+
+
+def enforce(suite: Suite, control, item: pytest.Item) -> None:
+    """Run the control and turn its verdict into the test's outcome."""
+    try:
+        result = suite.run_control(control)
+    except SuiteAbort as exc:
+        _cannot_run(str(exc))
+    item.stash[RESULT_KEY] = result
+    item.user_properties.extend([("control", control.id), ("verdict", result.verdict.value),
+                                 ("expected", result.expected.value),
+                                 ("observed", result.observed)])
+    if result.verdict is Verdict.PASS:
+        return
+    if result.verdict in (Verdict.SKIP, Verdict.NOT_VERIFIED):
+        pytest.skip(f"{result.verdict.value}: {result.reason}")
+    pytest.fail(f"{result.verdict.value}: {result.reason}", pytrace=False)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    result = item.stash.get(RESULT_KEY, None)
+    if result is not None and rep.when == "call":
+        rep.kubeprobe = result.to_json()
+        report.attach_extras(rep, result)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    path = session.config.stash.get(RESULT_KEY, None)
+    state = session.config.stash.get(SUITE_KEY, None)
+    if path is None or not state or "suite" not in state:
+        return
+    suite: Suite = state["suite"]
+    payload = report.results_document(suite, exitstatus)
+    path.write_text(json.dumps(payload, indent=2, default=str))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    state = config.stash.get(SUITE_KEY, None)
+    if not state or "suite" not in state:
+        return
+    report.terminal_summary(terminalreporter, state["suite"], config.stash.get(RESULT_KEY, None))
+
+
+# pytest-html hooks (pytest-html is a hard dependency of kubeprobe).
+pytest_html_results_table_header = report.html_header
+pytest_html_results_table_row = report.html_row
+pytest_html_report_title = report.html_title

@@ -1,0 +1,139 @@
+"""Reports: the HTML evidence per control (pytest-html), results.json, the terminal summary."""
+from __future__ import annotations
+
+import html
+import json
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+VERDICT_COLOURS = {"PASS": "#1a7f37", "FAIL": "#cf222e", "ERROR": "#9a6700",
+                   "SKIP": "#57606a", "NOT-VERIFIED": "#8250df"}
+EXIT_MEANING = {0: "every control held", 1: "a control failed or could not be judged",
+                2: "the suite could not run"}
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def html_title(report) -> None:
+    report.title = "kubeprobe: active security conformance report"
+
+
+def html_header(cells: list[str]) -> None:
+    cells.insert(1, '<th class="sortable" data-column-type="control">Control</th>')
+    cells.insert(2, "<th>Expected</th>")
+    cells.insert(3, "<th>Observed</th>")
+    cells.insert(4, '<th class="sortable" data-column-type="verdict">Verdict</th>')
+
+
+def html_row(report, cells: list[str]) -> None:
+    data = getattr(report, "kubeprobe", None)
+    if data is None:
+        for index in range(1, 5):
+            cells.insert(index, "<td>-</td>")
+        return
+    colour = VERDICT_COLOURS.get(data["verdict"], "#000")
+    cells.insert(1, f'<td class="col-control">{_e(data["id"])}: {_e(data["title"])}</td>')
+    cells.insert(2, f'<td>{_e(data["expected"])}</td>')
+    cells.insert(3, f'<td>{_e(data["observed"])}</td>')
+    cells.insert(4, f'<td style="color:{colour};font-weight:bold">{_e(data["verdict"])}</td>')
+
+
+def _exchange_html(exchange: dict) -> str:
+    req, res = exchange["request"], exchange["response"]
+    wire = []
+    for key in ("error", "error_detail", "tls_handshake", "tls_alert", "tls_version",
+                "server_cert_subject", "server_cert_issuer", "http_status", "http_reason",
+                "elapsed_ms", "started_at", "vantage"):
+        if res.get(key) not in (None, False, ""):
+            wire.append(f"<b>{_e(key)}</b>: {_e(res[key])}")
+    body = f"<pre>{_e(res['body'])}</pre>" if res.get("body") else ""
+    return (f"<li><code>{_e(req.get('method') or 'CONNECT')} {_e(req['url'])}</code> "
+            f"(client certificate: {_e(req.get('client_certificate') or 'none')}"
+            f"{', Authorization header' if 'Authorization' in req.get('headers', {}) else ''})"
+            f"<br>{'; '.join(wire)}{body}</li>")
+
+
+def evidence_html(data: dict) -> str:
+    colour = VERDICT_COLOURS.get(data["verdict"], "#000")
+    parts = [
+        f'<div class="kubeprobe-evidence" style="font-family:sans-serif;font-size:13px">',
+        f'<p><b style="color:{colour}">{_e(data["verdict"])}</b>: {_e(data["reason"])}</p>',
+        "<table>",
+        *(f"<tr><th style='text-align:left;padding-right:1em'>{_e(k)}</th><td>{_e(v)}</td></tr>"
+          for k, v in (("Guidance", data["guidance"]),
+                       ("Attack", f"attacks/{data['attack']}.py {data['params'] or ''}"),
+                       ("Identity", data["identity"]), ("Vantage", data["vantage"]),
+                       ("Expected", f"{data['expected']} (profile {data['profile']}), "
+                                    f"accepted: {', '.join(data['accepted_authorities'])}"),
+                       ("Mappings", ", ".join(f"{k}: {', '.join(v)}"
+                                              for k, v in data["mappings"].items())),
+                       ("Started", f"{data['started_at']} ({data['duration_s']} s)"),
+                       ("Remediation", data["remediation"]))),
+        "</table>"]
+    for endpoint in data["endpoints"]:
+        obs = endpoint["observation"]
+        parts.append(f"<h4>{_e(endpoint['endpoint']['name'])} "
+                     f"{_e(endpoint['endpoint']['address'])} from {_e(endpoint['vantage'])}: "
+                     f"{_e(endpoint['verdict'])}</h4>")
+        parts.append(f"<p>Observed <b>{_e(obs['outcome'])}</b>"
+                     f"{' by ' + _e(obs['authority']) if obs['authority'] else ''} at "
+                     f"{_e(obs['observed_at'])}: {_e(obs['summary'])}</p>")
+        if obs["evidence"]:
+            parts.append(f"<pre>{_e(json.dumps(obs['evidence'], indent=1, default=str))}</pre>")
+        parts.append("<ul>" + "".join(_exchange_html(x) for x in endpoint["exchanges"]) + "</ul>")
+        for note in endpoint["notes"]:
+            parts.append(f"<p><i>{_e(note)}</i></p>")
+        for step in endpoint["cleanup"]:
+            state = f"FAILED: {step['error']}" if step["error"] else "done"
+            parts.append(f"<p>cleanup: {_e(step['step'])}: {_e(state)}</p>")
+    if data["configuration"]:
+        parts.append("<h4>Configuration (cross-check; the attack decides the verdict)</h4>")
+        parts.append(f"<pre>{_e(yaml.safe_dump(data['configuration'], sort_keys=False))}</pre>")
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def attach_extras(rep, result) -> None:
+    import pytest_html
+    extras = getattr(rep, "extras", [])
+    extras.append(pytest_html.extras.html(evidence_html(rep.kubeprobe)))
+    rep.extras = extras
+
+
+def add_environment(config, suite) -> None:
+    try:
+        from pytest_metadata.plugin import metadata_key
+    except ImportError:  # pragma: no cover
+        return
+    metadata = config.stash.get(metadata_key, None)
+    if metadata is not None:
+        metadata.update(suite.environment())
+
+
+def results_document(suite, exitstatus: int) -> dict[str, Any]:
+    counts = Counter(r.verdict.value for r in suite.results)
+    return {"tool": "kubeprobe", "schema": 1,
+            "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "environment": suite.environment() if suite.kube.alive() else
+            {"Run id": suite.run_id, "Target": suite.target.description},
+            "exit_status": int(exitstatus),
+            "summary": dict(sorted(counts.items())),
+            "controls": [r.to_json() for r in suite.results]}
+
+
+def terminal_summary(terminalreporter, suite, results_path: Path | None) -> None:
+    tr = terminalreporter
+    tr.section("kubeprobe verdicts")
+    for result in suite.results:
+        tr.write_line(f"{result.verdict.value:13} {result.control.id:14} {result.observed:40} "
+                      f"{result.control.title}")
+    counts = Counter(r.verdict.value for r in suite.results)
+    tr.write_line(", ".join(f"{n} {v}" for v, n in sorted(counts.items())) or "no controls ran")
+    if results_path is not None:
+        tr.write_line(f"results: {results_path}  report: {results_path.parent / 'report.html'}")
