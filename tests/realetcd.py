@@ -108,8 +108,9 @@ def _flags(mode: str, certs: KubeadmLikePKI, client_port: int, peer_port: int) -
     return flags
 
 
-def start_etcd(binary: str, mode: str, certs: KubeadmLikePKI, workdir: Path) -> RunningEtcd:
-    client_port, peer_port = free_port(), free_port()
+def start_etcd(binary: str, mode: str, certs: KubeadmLikePKI, workdir: Path,
+               client_port: int | None = None) -> RunningEtcd:
+    client_port, peer_port = client_port or free_port(), free_port()
     log_path = workdir / f"etcd-{mode}.log"
     cmd = [binary, "--name=default", f"--data-dir={workdir / ('data-' + mode)}",
            "--log-level=warn", *_flags(mode, certs, client_port, peer_port)]
