@@ -81,7 +81,8 @@ class AttackContext:
     transport: Transport
     credentials: Credentials
     kube: Any = None                  # kubeprobe.kube.Kube (API clients) or None in self-tests
-    namespace: str | None = None      # throwaway namespace for objects the attack creates
+    # Returns the run's throwaway namespace, creating it on first use.
+    workload_namespace: Callable[[], str] | None = None
     connect_timeout: float = 3.0
     read_timeout: float = 5.0
     exchanges: list[dict] = field(default_factory=list)
@@ -110,6 +111,11 @@ class AttackContext:
     def defer(self, description: str, func: Callable[..., Any], *args: Any) -> None:
         """Register cleanup before creating the thing it removes. Runs LIFO, always."""
         self._cleanups.append(Cleanup(description, func, args))
+
+    def namespace(self) -> str:
+        if self.workload_namespace is None:
+            raise Unavailable("no Kubernetes API to create a workload namespace in")
+        return self.workload_namespace()
 
     def note(self, text: str) -> None:
         self.notes.append(text)

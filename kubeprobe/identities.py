@@ -9,7 +9,7 @@ from kubernetes.client.rest import ApiException
 
 from kubeprobe import pki
 from kubeprobe.context import AttackContext, Unavailable
-from kubeprobe.kube import Kube, RunNamespace, wait_for
+from kubeprobe.kube import Kube, wait_for
 from kubeprobe.net import ClientCert
 
 KUBE_APISERVER_CLIENT_SIGNER = "kubernetes.io/kube-apiserver-client"
@@ -18,10 +18,8 @@ KUBE_APISERVER_CLIENT_SIGNER = "kubernetes.io/kube-apiserver-client"
 class ClusterCredentials:
     """Credentials obtained from a live cluster (and a locally made foreign CA)."""
 
-    def __init__(self, kube: Kube | None, namespace: RunNamespace | None,
-                 csr_deadline_s: float = 30.0) -> None:
+    def __init__(self, kube: Kube | None, csr_deadline_s: float = 30.0) -> None:
         self.kube = kube
-        self.namespace = namespace
         self.csr_deadline_s = csr_deadline_s
 
     @cached_property
@@ -77,9 +75,9 @@ class ClusterCredentials:
 
     def service_account_token(self, ctx: AttackContext) -> str:
         """A short-lived token of a fresh ServiceAccount that has no RBAC bindings at all."""
-        if self.kube is None or self.namespace is None:
+        if self.kube is None:
             raise Unavailable("no Kubernetes API to create a ServiceAccount in")
-        namespace = self.namespace.ensure()
+        namespace = ctx.namespace()
         name = ctx.unique_name("sa")
         ctx.defer(f"delete ServiceAccount {namespace}/{name}", _delete_sa, self.kube,
                   namespace, name)

@@ -126,7 +126,7 @@ class Suite:
 
     @cached_property
     def credentials(self) -> ClusterCredentials:
-        return ClusterCredentials(self.kube, self.namespace)
+        return ClusterCredentials(self.kube)
 
     @cached_property
     def runner_transport(self) -> Transport:
@@ -185,7 +185,8 @@ class Suite:
                          transport: Transport, expected: Expectation) -> EndpointResult:
         ctx = AttackContext(run_id=self.run_id, control_id=control.id, transport=transport,
                             credentials=self.credentials, kube=self.kube,
-                            namespace=None, connect_timeout=self.connect_timeout,
+                            workload_namespace=self.namespace.ensure,
+                            connect_timeout=self.connect_timeout,
                             read_timeout=self.read_timeout)
         skip_reason = None
         try:

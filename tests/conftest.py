@@ -20,7 +20,7 @@ class LocalCredentials:
     def foreign_ca_client_cert(self):
         if self._foreign is None:
             from kubeprobe.identities import ClusterCredentials
-            self._foreign = ClusterCredentials(None, None).foreign_ca_client_cert()
+            self._foreign = ClusterCredentials(None).foreign_ca_client_cert()
         return self._foreign
 
     def cluster_ca_client_cert(self, ctx):

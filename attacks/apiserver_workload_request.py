@@ -1,0 +1,33 @@
+"""GET an API path with the token of a workload ServiceAccount that has no role bindings
+(the compromised-workload identity): list or read Secrets, or reach the kubelet through the
+API server's nodes/proxy.
+
+SUCCEEDED: HTTP 200 (the names are the proof; Secret values are never recorded).
+BLOCKED:   HTTP 403 (authorization denied) or 401.
+`{node}` in the path is replaced by the first node's name.
+"""
+from kubeprobe.classify import http_auth_refusal, refusal, unexpected
+from kubeprobe.outcome import Observation
+
+TARGETS = "apiserver"
+
+
+def run(ctx, target, path="/api/v1/secrets", node=None):
+    if "{node}" in path:
+        node = node or ctx.kube.core.list_node(limit=1, _request_timeout=ctx.kube.timeout) \
+            .items[0].metadata.name
+        path = path.format(node=node)
+    token = ctx.credentials.service_account_token(ctx)
+    what = f"GET {path} as a workload ServiceAccount without role bindings"
+    exchange = ctx.exchange(ctx.probe(target.host, target.port, tls=True, method="GET",
+                                      path=path, headers={"Authorization": f"Bearer {token}"}))
+    blocked = refusal(exchange, what) or http_auth_refusal(exchange, what, anonymous=False)
+    if blocked:
+        return blocked
+    if exchange.http_status == 200:
+        body = exchange.json_body() or {}
+        names = [f"{(i.get('metadata') or {}).get('namespace')}/"
+                 f"{(i.get('metadata') or {}).get('name')}" for i in body.get("items", [])]
+        return Observation.succeeded(f"{what}: HTTP 200, {len(names)} items",
+                                     names_sample=names[:10])
+    return unexpected(exchange, what)

@@ -1,0 +1,99 @@
+"""Throwaway API objects for API-level attacks: built labelled with the run id, deletion
+registered before creation, and every API refusal classified by kubeprobe.apiwire."""
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Callable
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from kubeprobe.apiwire import classify_api_error
+from kubeprobe.context import AttackContext
+from kubeprobe.outcome import Observation
+
+UNTRUSTED_IMAGE = "evil.example.invalid/kubeprobe/untrusted:latest"
+TRUSTED_UNPINNED_IMAGE = "registry.k8s.io/pause:3.10.1"
+# A trusted repository with a well-formed digest. It only has to pass admission: the pod is
+# deleted before anything could pull it (nothing can be pulled here anyway).
+TRUSTED_PINNED_IMAGE = ("registry.k8s.io/pause@sha256:"
+                        + hashlib.sha256(b"kubeprobe positive control").hexdigest())
+
+
+def restricted_container(name: str, image: str) -> dict[str, Any]:
+    """A container that satisfies Pod Security `restricted`, so only the property under
+    test can be the reason for a denial."""
+    return {"name": name, "image": image, "imagePullPolicy": "IfNotPresent",
+            "command": ["/pause"],
+            "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True,
+                                "runAsUser": 65532, "capabilities": {"drop": ["ALL"]},
+                                "seccompProfile": {"type": "RuntimeDefault"}}}
+
+
+def pod_manifest(ctx: AttackContext, name: str, image: str = TRUSTED_PINNED_IMAGE,
+                 **spec: Any) -> dict[str, Any]:
+    body = {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": ctx.labels},
+            "spec": {"containers": [restricted_container("main", image)],
+                     "automountServiceAccountToken": False,
+                     "terminationGracePeriodSeconds": 0, **spec}}
+    return body
+
+
+def delete_quietly(func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    try:
+        func(*args, **kwargs)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+
+
+def create(ctx: AttackContext, what: str, kind: str, namespace: str | None, body: dict,
+           create_fn: Callable[..., Any], delete_fn: Callable[..., Any]) -> tuple[Any, Observation | None]:
+    """Create an object with deletion registered first. Returns (object, None) when the API
+    server stored it, or (None, Observation) when it refused (classified)."""
+    name = body["metadata"]["name"]
+    where = f"{namespace}/{name}" if namespace else name
+    args = (name, namespace) if namespace else (name,)
+    ctx.defer(f"delete {kind} {where}", delete_quietly, delete_fn, *args,
+              grace_period_seconds=0, propagation_policy="Background",
+              _request_timeout=ctx.kube.timeout)
+    create_args = (namespace, body) if namespace else (body,)
+    try:
+        created = create_fn(*create_args, _request_timeout=ctx.kube.timeout)
+    except ApiException as exc:
+        return None, classify_api_error(exc, what)
+    ctx.note(f"the API server stored {kind} {where}")
+    return created, None
+
+
+def create_pod(ctx: AttackContext, what: str, body: dict,
+               namespace: str | None = None) -> tuple[Any, Observation | None]:
+    namespace = namespace or ctx.namespace()
+    core = ctx.kube.core
+    return create(ctx, what, "pod", namespace, body, core.create_namespaced_pod,
+                  core.delete_namespaced_pod)
+
+
+def positive_control(ctx: AttackContext) -> Observation | None:
+    """Create a trusted, digest-pinned, restricted pod. It must be admitted: a policy that
+    denies everything proves nothing. Returns an INCONCLUSIVE observation if it was refused."""
+    body = pod_manifest(ctx, ctx.unique_name("trusted"))
+    created, refused = create_pod(ctx, "positive control (trusted, digest-pinned image)", body)
+    if refused is not None:
+        return Observation.inconclusive(
+            f"the positive control was refused too ({refused.summary}): a policy that denies "
+            "a trusted, digest-pinned, restricted pod proves nothing", refused=refused.to_json())
+    ctx.note(f"positive control admitted: {TRUSTED_PINNED_IMAGE}")
+    return None
+
+
+def impersonating(ctx: AttackContext, user: str, group: str) -> client.ApiClient:
+    """An API client that acts as `user` in `group` (needs the runner's impersonate right)."""
+    api = ctx.kube.api_client
+    configuration = api.configuration
+    impersonated = client.ApiClient(configuration)
+    impersonated.set_default_header("Impersonate-User", user)
+    impersonated.set_default_header("Impersonate-Group", group)
+    ctx.note(f"identity: impersonating {user} (group {group}) with the runner's credentials")
+    return impersonated
