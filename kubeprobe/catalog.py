@@ -15,7 +15,7 @@ One YAML file (`kubeprobe/catalog.yaml` unless `--catalog` names another). Each 
   weaker       {authority: why a refusal by it is still a FAIL} (optional)
   alert        alert matcher for ALERTED controls (optional, used by the alert sources)
   intrusive    true if the attack changes the cluster beyond throwaway objects
-  mappings     {cis: benchmark id(s), mitre: ATT&CK technique id(s)}
+  mappings     {cis: benchmark id(s), [] where the benchmark has none; mitre: technique id(s)}
   remediation  what to change when the control fails
 """
 from __future__ import annotations
@@ -162,6 +162,8 @@ def _parse_control(raw: Any, path: Path, index: int, profiles: dict[str, str],
         mappings = {k: _string_list(v) for k, v in mappings_raw.items()}
     except ValueError as exc:
         raise _fail(path, where, f"field mappings: {exc}") from None
+    if not mappings["mitre"]:
+        raise _fail(path, where, "field mappings.mitre needs at least one technique id")
     bad = [m for m in mappings["mitre"] if not _MITRE.match(m)]
     if bad:
         raise _fail(path, where, f"field mappings.mitre has malformed technique id(s) {bad}")
