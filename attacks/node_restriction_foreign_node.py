@@ -20,8 +20,10 @@ TARGETS = "apiserver"
 def _fake_node(ctx):
     name = ctx.unique_name("node")
     body = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": ctx.labels},
+            # NoSchedule, not NoExecute: the taint manager would evict the test pod at once.
+            # No kubernetes.io/os label, so no DaemonSet (kube-proxy) lands on it.
             "spec": {"unschedulable": True,
-                     "taints": [{"key": "kubeprobe.io/fake", "effect": "NoExecute"}]}}
+                     "taints": [{"key": "kubeprobe.io/fake", "effect": "NoSchedule"}]}}
     core = ctx.kube.core
     created, refused = create(ctx, "create the throwaway node B", "node", None, body,
                               lambda b, **kw: core.create_node(b, **kw),

@@ -17,8 +17,8 @@ TARGETS = "apiserver"
 def run(ctx, target, image=UNTRUSTED_IMAGE, deadline_s=30):
     namespace = ctx.namespace()
     name = ctx.unique_name("deploy")
-    template = pod_manifest(ctx, name, image)
-    template["metadata"] = {"labels": {**ctx.labels, "app": name}}
+    pod = pod_manifest(ctx, name, image)
+    template = {"metadata": {"labels": {**ctx.labels, "app": name}}, "spec": pod["spec"]}
     body = {"apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": name, "labels": ctx.labels},
             "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},

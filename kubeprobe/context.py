@@ -71,6 +71,7 @@ class Cleanup:
     description: str
     func: Callable[..., Any]
     args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
     error: str | None = None
 
 
@@ -95,7 +96,7 @@ class AttackContext:
 
     def unique_name(self, prefix: str) -> str:
         """DNS-1123 name carrying the run id and a per-attack nonce."""
-        return f"kp-{prefix}-{self.run_id[:8]}-{secrets.token_hex(3)}".lower()[:63]
+        return f"kp-{prefix}-{self.run_id}-{secrets.token_hex(3)}".lower()[:63]
 
     def probe(self, host: str, port: int, **kwargs: Any) -> Probe:
         kwargs.setdefault("connect_timeout", self.connect_timeout)
@@ -108,9 +109,10 @@ class AttackContext:
         log.debug("%s %s -> %s", self.control_id, probe.url(), result.summary())
         return result
 
-    def defer(self, description: str, func: Callable[..., Any], *args: Any) -> None:
+    def defer(self, description: str, func: Callable[..., Any], *args: Any,
+              **kwargs: Any) -> None:
         """Register cleanup before creating the thing it removes. Runs LIFO, always."""
-        self._cleanups.append(Cleanup(description, func, args))
+        self._cleanups.append(Cleanup(description, func, args, kwargs))
 
     def namespace(self) -> str:
         if self.workload_namespace is None:
@@ -128,7 +130,7 @@ class AttackContext:
             item = self._cleanups.pop()
             started = time.monotonic()
             try:
-                item.func(*item.args)
+                item.func(*item.args, **item.kwargs)
             except Exception as exc:  # noqa: BLE001 - every failure is reported, none hidden
                 item.error = f"{type(exc).__name__}: {exc}"
                 log.warning("cleanup failed: %s: %s", item.description, item.error)

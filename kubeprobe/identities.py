@@ -39,7 +39,7 @@ class ClusterCredentials:
             raise Unavailable("no Kubernetes API to request a cluster-CA certificate from")
         name = ctx.unique_name("csr")
         key = pki.new_key()
-        request = pki.csr_pem(key, f"kubeprobe-{ctx.run_id[:8]}")
+        request = pki.csr_pem(key, f"kubeprobe-{ctx.run_id}")
         api = self.kube.certificates
         body = client.V1CertificateSigningRequest(
             metadata=client.V1ObjectMeta(name=name, labels=ctx.labels),

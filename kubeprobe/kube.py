@@ -149,7 +149,7 @@ class RunNamespace:
     _created: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
-        self.name = f"kubeprobe-{self.run_id[:8]}"
+        self.name = f"kubeprobe-{self.run_id}"
 
     def ensure(self) -> str:
         if not self._created:

@@ -30,7 +30,8 @@ class SuiteAbort(Exception):
 
 
 def new_run_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S") + secrets.token_hex(3)
+    """Short, unique, sortable-ish: month-day-hour-minute plus 24 random bits."""
+    return datetime.now(timezone.utc).strftime("%m%d%H%M") + secrets.token_hex(3)
 
 
 @dataclass

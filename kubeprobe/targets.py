@@ -125,7 +125,7 @@ def _kind(opts: TargetOptions) -> Target:
     if reason:
         raise TargetError(f"--target kind needs the kind CLI and a running Docker engine: "
                           f"{reason}")
-    name = f"kubeprobe-{opts.run_id[:8]}"
+    name = f"kubeprobe-{opts.run_id}"
     workdir = Path(tempfile.mkdtemp(prefix="kubeprobe-kind-"))
     config_path = workdir / "kind-config.yaml"
     config_path.write_text(yaml.safe_dump(kind_config_for(opts.cluster_profile)))
