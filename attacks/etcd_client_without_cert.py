@@ -10,5 +10,4 @@ TARGETS = "etcd_client"
 
 
 def run(ctx, target):
-    return etcd_range_attack(ctx, target, "etcd range without a client certificate",
-                             retry_plain=True)
+    return etcd_range_attack(ctx, target, "etcd range without a client certificate")

@@ -3,7 +3,7 @@
 SUCCEEDED: the peer port answered GET /members: any host can talk raft to this member.
 BLOCKED:   TLS client-certificate alert, or nothing listens.
 """
-from kubeprobe.classify import refusal, unexpected
+from kubeprobe.classify import not_tls, refusal, unexpected
 from kubeprobe.outcome import Observation
 
 TARGETS = "etcd_peer"
@@ -13,7 +13,7 @@ WHAT = "etcd peer /members without a peer certificate"
 def run(ctx, target):
     exchange = ctx.exchange(ctx.probe(target.host, target.port, tls=True, method="GET",
                                       path="/members"))
-    if exchange.error == "tls_error" and not exchange.tls_handshake:
+    if not_tls(exchange):
         ctx.note("the peer port did not complete a TLS handshake; retried in plain HTTP")
         exchange = ctx.exchange(ctx.probe(target.host, target.port, tls=False, method="GET",
                                           path="/members"))

@@ -46,6 +46,12 @@ def http_auth_refusal(ex: Exchange, what: str, anonymous: bool) -> Observation |
     return None
 
 
+def not_tls(ex: Exchange) -> bool:
+    """A ClientHello sent to a plaintext server ends as a TLS protocol error, or as a reset
+    when the server answers 400 and closes with our bytes unread: both mean "not TLS"."""
+    return ex.error in ("tls_error", "reset", "eof") and not ex.tls_handshake
+
+
 def unexpected(ex: Exchange, what: str) -> Observation:
     return Observation.inconclusive(f"{what}: unexpected answer: {ex.summary()}",
                                     error_detail=ex.error_detail)
@@ -72,15 +78,16 @@ def etcd_range_answer(ex: Exchange, what: str) -> Observation | None:
 
 
 def etcd_range_attack(ctx, target, what: str, client_cert=None,
-                      retry_plain: bool = False) -> Observation:
+                      retry_plain: bool = True) -> Observation:
     """POST a keys-only /registry range to an etcd client port over TLS and classify it.
-    `retry_plain`: when the port does not speak TLS at all, an attacker switches to HTTP."""
+    When the port does not speak TLS at all, an attacker simply switches to plain HTTP:
+    no certificate check can stop that."""
     def attempt(tls: bool) -> Exchange:
         return ctx.exchange(ctx.probe(target.host, target.port, tls=tls, method="POST",
                                       client_cert=client_cert if tls else None,
                                       path=ETCD_RANGE_PATH, body=ETCD_REGISTRY_RANGE))
     exchange = attempt(tls=True)
-    if retry_plain and exchange.error == "tls_error" and not exchange.tls_handshake:
+    if retry_plain and not_tls(exchange):
         ctx.note("the port did not complete a TLS handshake; retried in plain HTTP")
         exchange = attempt(tls=False)
     return (refusal(exchange, what) or etcd_range_answer(exchange, what)

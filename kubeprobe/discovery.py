@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from kubeprobe.kube import Kube
 
 ETCD_CLIENT_FLAGS = ("--advertise-client-urls", "--listen-client-urls")
+ETCD_HTTP_ONLY_FLAGS = ("--listen-client-http-urls",)  # etcd >= 3.5: plaintext-only listener
 ETCD_PEER_FLAGS = ("--initial-advertise-peer-urls", "--listen-peer-urls")
 KINDS = ("etcd_client", "etcd_peer", "node", "apiserver")
 
@@ -65,16 +66,19 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def etcd_urls(flags: dict[str, str], names: tuple[str, ...]) -> list[tuple[str, int]]:
+def etcd_urls(flags: dict[str, str], names: tuple[str, ...],
+              host_ip: str | None = None) -> list[tuple[str, int]]:
     """Non-loopback host/port pairs from the first flag that yields any: an attacker outside
-    the node cannot use 127.0.0.1."""
+    the node cannot use 127.0.0.1. A wildcard listen address means the node's own IP."""
     for name in names:
         found = []
         for url in filter(None, flags.get(name, "").split(",")):
             parts = urlsplit(url.strip())
-            if parts.hostname and not _is_loopback(parts.hostname) \
-                    and parts.hostname not in ("0.0.0.0", "::"):
-                found.append((parts.hostname, parts.port or 2379))
+            host = parts.hostname
+            if host in ("0.0.0.0", "::"):
+                host = host_ip
+            if host and not _is_loopback(host):
+                found.append((host, parts.port or 2379))
         if found:
             return found
     return []
@@ -102,10 +106,14 @@ def discover(kube: Kube) -> Endpoints:
         flags = parse_flags((container.command or []) + (container.args or []))
         found.etcd_flags[pod.metadata.name] = flags
         member = flags.get("--name", pod.metadata.name)
-        for h, p in etcd_urls(flags, ETCD_CLIENT_FLAGS):
+        host_ip = pod.status.host_ip if pod.status else None
+        for h, p in etcd_urls(flags, ETCD_CLIENT_FLAGS, host_ip):
             found.add(Endpoint("etcd_client", member, h, p, f"kube-system/{pod.metadata.name} "
                                                            "--advertise-client-urls"))
-        for h, p in etcd_urls(flags, ETCD_PEER_FLAGS):
+        for h, p in etcd_urls(flags, ETCD_HTTP_ONLY_FLAGS, host_ip):
+            found.add(Endpoint("etcd_client", member, h, p, f"kube-system/{pod.metadata.name} "
+                                                           "--listen-client-http-urls"))
+        for h, p in etcd_urls(flags, ETCD_PEER_FLAGS, host_ip):
             found.add(Endpoint("etcd_peer", member, h, p, f"kube-system/{pod.metadata.name} "
                                                          "--initial-advertise-peer-urls"))
     if not pods:

@@ -139,13 +139,24 @@ def image_id(tar_path: Path) -> str:
 
 
 def import_into_containerd(tar: Path | str, address: str, namespace: str = "k8s.io") -> list[str]:
-    """Import a docker-archive into containerd with `ctr` and return the refs it now holds."""
-    proc = subprocess.run(["ctr", "--address", address, "--namespace", namespace, "images", "import", str(tar)], capture_output=True, text=True)
+    """Import a docker-archive into containerd with `ctr`; return the refs it now answers to.
+
+    Besides each `name:tag`, a `name@sha256:<manifest digest>` ref is added, as a registry
+    pull would, so pods can pin the image by digest (containerd's CRI otherwise knows no
+    repo digest for an imported image and would try to pull it).
+    """
+    base = ["ctr", "--address", address, "--namespace", namespace, "images"]
+    proc = subprocess.run(base + ["import", str(tar)], capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"ctr images import {tar} failed: {proc.stderr.strip() or proc.stdout.strip()}")
     with tarfile.open(tar) as archive:
         manifest = json.load(archive.extractfile("manifest.json"))
-    return [ref for entry in manifest for ref in entry.get("RepoTags") or []]
+    refs = []
+    for tag in (normalize_ref(t) for entry in manifest for t in entry.get("RepoTags") or []):
+        digest_ref = tag.rsplit(":", 1)[0] + "@" + containerd_image_digest(tag, address, namespace)
+        subprocess.run(base + ["tag", "--force", tag, digest_ref], capture_output=True, text=True, check=True)
+        refs += [tag, digest_ref]
+    return refs
 
 
 def host_program_files(program: Path | str, extra: Sequence[Path | str] = ()) -> dict[str, File]:
@@ -189,3 +200,15 @@ def _ldd(path: Path) -> list[Path]:
         if m:
             libs.append(Path(m.group(1)))
     return libs
+
+
+def containerd_image_digest(ref: str, address: str, namespace: str = "k8s.io") -> str:
+    """The manifest digest containerd gave an imported image, for `name@sha256:...` refs."""
+    ref = normalize_ref(ref)
+    proc = subprocess.run(["ctr", "--address", address, "--namespace", namespace, "images", "ls",
+                           f"name=={ref}"], capture_output=True, text=True, check=True)
+    for line in proc.stdout.splitlines()[1:]:
+        fields = line.split()
+        if fields and fields[0] == ref:
+            return next(f for f in fields if f.startswith("sha256:"))
+    raise RuntimeError(f"{ref} is not in containerd namespace {namespace}")

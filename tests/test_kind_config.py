@@ -68,8 +68,10 @@ def test_weak_twin_weakens_every_hardening_flag():
     args = cluster["apiServer"]["extraArgs"]
     assert "NodeRestriction" not in args.get("enable-admission-plugins", "")
     assert "audit-log-path" not in args
-    assert cluster["etcd"]["local"]["extraArgs"]["client-cert-auth"] == "false"
-    assert cluster["etcd"]["local"]["extraArgs"]["peer-client-cert-auth"] == "false"
+    etcd = cluster["etcd"]["local"]["extraArgs"]
+    assert etcd["client-cert-auth"] == "false" and etcd["trusted-ca-file"] == ""
+    assert etcd["peer-client-cert-auth"] == "false" and etcd["peer-trusted-ca-file"] == ""
+    assert etcd["listen-client-http-urls"].startswith("http://")
 
 
 def test_both_profiles_pin_the_same_node_image():

@@ -1,0 +1,151 @@
+"""Derive the lab's kubeadm configuration from a kind cluster config.
+
+The kind configs (kind-config.yaml, fixtures/kind-config-weak.yaml) are the single source
+of truth for both profiles. Like kind for Kubernetes < 1.36, the lab renders kubeadm
+v1beta3 documents, then applies the config's `kubeadmConfigPatches` (cluster-level, then
+the first node's) to the document of the same `kind`, as merge patches. The lab-specific
+part (node IP, CRI socket, cgroup driver, directories) is set before patching, so a
+profile can still override any of it.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PROFILES = {
+    "hardened": REPO_ROOT / "kind-config.yaml",
+    "weak": REPO_ROOT / "fixtures" / "kind-config-weak.yaml",
+}
+POLICY_DIRS = {
+    "hardened": REPO_ROOT / "fixtures" / "policies",
+    "weak": REPO_ROOT / "fixtures" / "weak",
+}
+POD_SUBNET = "10.244.0.0/16"
+SERVICE_SUBNET = "10.96.0.0/16"
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A kind extraMount: on the lab node the host *is* the node, so the file is copied."""
+    host_path: Path
+    node_path: Path
+    read_only: bool
+
+
+@dataclass(frozen=True)
+class LabSettings:
+    """Everything about the machine that goes into the kubeadm config."""
+    k8s_version: str
+    etcd_image_tag: str
+    node_name: str
+    node_ip: str
+    cri_socket: str
+    etcd_data_dir: Path
+    pod_logs_dir: Path
+    skip_phases: tuple[str, ...] = ()
+
+
+def load_kind_config(profile: str) -> dict:
+    try:
+        path = PROFILES[profile]
+    except KeyError:
+        raise ValueError(f"unknown profile {profile!r} (expected one of {', '.join(PROFILES)})") from None
+    return yaml.safe_load(path.read_text())
+
+
+def kind_patches(kind_config: dict) -> list[dict]:
+    """Cluster-level patches first, then the first control-plane node's (kind's order)."""
+    patches = list(kind_config.get("kubeadmConfigPatches") or [])
+    nodes = kind_config.get("nodes") or [{"role": "control-plane"}]
+    first = next((n for n in nodes if n.get("role", "control-plane") == "control-plane"), nodes[0])
+    patches += first.get("kubeadmConfigPatches") or []
+    return [yaml.safe_load(p) if isinstance(p, str) else p for p in patches]
+
+
+def kind_mounts(kind_config: dict) -> list[Mount]:
+    nodes = kind_config.get("nodes") or []
+    mounts = []
+    for node in nodes[:1]:
+        for m in node.get("extraMounts") or []:
+            host = Path(m["hostPath"])
+            mounts.append(Mount(host if host.is_absolute() else REPO_ROOT / host,
+                                Path(m["containerPath"]), bool(m.get("readOnly", False))))
+    return mounts
+
+
+def merge_patch(target, patch):
+    """RFC 7386 JSON merge patch: maps merge recursively, None deletes, anything else replaces."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def base_documents(s: LabSettings) -> list[dict]:
+    """kubeadm v1beta3 documents for a single schedulable node on this machine."""
+    init = {
+        "apiVersion": "kubeadm.k8s.io/v1beta3", "kind": "InitConfiguration",
+        "localAPIEndpoint": {"advertiseAddress": s.node_ip, "bindPort": 6443},
+        "nodeRegistration": {
+            "name": s.node_name, "criSocket": s.cri_socket, "taints": [],
+            "kubeletExtraArgs": {"node-ip": s.node_ip},
+            # The lab starts its own processes; kubeadm's host checks do not apply.
+            "ignorePreflightErrors": ["all"],
+        },
+        "skipPhases": list(s.skip_phases),
+    }
+    cluster = {
+        "apiVersion": "kubeadm.k8s.io/v1beta3", "kind": "ClusterConfiguration",
+        "clusterName": "kubeprobe-lab",
+        # Pinned: without it kubeadm asks dl.k8s.io for the stable-1 label.
+        "kubernetesVersion": s.k8s_version,
+        "controlPlaneEndpoint": f"{s.node_ip}:6443",
+        "networking": {"podSubnet": POD_SUBNET, "serviceSubnet": SERVICE_SUBNET,
+                       "dnsDomain": "cluster.local"},
+        "apiServer": {"certSANs": ["localhost", "127.0.0.1", s.node_ip]},
+        "etcd": {"local": {"dataDir": str(s.etcd_data_dir), "imageTag": s.etcd_image_tag}},
+    }
+    kubelet = {
+        "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
+        # containerd 1.6 cannot tell the kubelet its cgroup driver, and this host is cgroup v1.
+        "cgroupDriver": "cgroupfs",
+        "failCgroupV1": False,
+        "failSwapOn": False,
+        # containerd 1.6.20 has no pinned-image label: never let image GC or eviction
+        # remove the registry-less images (kind does the same).
+        "imageGCHighThresholdPercent": 100,
+        "evictionHard": {"nodefs.available": "0%", "nodefs.inodesFree": "0%", "imagefs.available": "0%"},
+        "podLogsDir": str(s.pod_logs_dir),
+    }
+    proxy = {
+        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
+        "mode": "iptables",
+        # Keep kube-proxy off the host's global conntrack sysctls (kind does the same).
+        "conntrack": {"maxPerCore": 0},
+    }
+    return [init, cluster, kubelet, proxy]
+
+
+def kubeadm_documents(profile: str, settings: LabSettings) -> list[dict]:
+    docs = base_documents(settings)
+    for patch in kind_patches(load_kind_config(profile)):
+        matches = [i for i, d in enumerate(docs) if d["kind"] == patch.get("kind")
+                   and patch.get("apiVersion", d["apiVersion"]) == d["apiVersion"]]
+        if not matches:
+            raise ValueError(f"{profile}: patch for {patch.get('kind')!r} matches no kubeadm document")
+        for i in matches:
+            docs[i] = merge_patch(docs[i], {k: v for k, v in patch.items() if k != "apiVersion"})
+    return docs
+
+
+def render_kubeadm_config(profile: str, settings: LabSettings) -> str:
+    return yaml.safe_dump_all(kubeadm_documents(profile, settings), sort_keys=False)
