@@ -178,7 +178,7 @@ class Suite:
         if skipped and len(skipped) == len(done):
             return finish(Verdict.SKIP, skipped[0].reason, done, configuration)
         verdict = worst([d.verdict for d in done])
-        reasons = "; ".join(f"{d.endpoint.name} ({d.endpoint.address}): {d.reason}"
+        reasons = "; ".join(f"{d.endpoint.name} ({d.endpoint.host}): {d.reason}"
                             for d in done if d.verdict is verdict)
         return finish(verdict, reasons, done, configuration)
 

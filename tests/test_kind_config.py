@@ -72,6 +72,8 @@ def test_weak_twin_weakens_every_hardening_flag():
     assert etcd["client-cert-auth"] == "false" and etcd["trusted-ca-file"] == ""
     assert etcd["peer-client-cert-auth"] == "false" and etcd["peer-trusted-ca-file"] == ""
     assert etcd["listen-client-http-urls"].startswith("http://")
+    init = patches(doc, "InitConfiguration")[0]
+    assert init["nodeRegistration"]["kubeletExtraArgs"]["client-ca-file"] == ""
 
 
 def test_both_profiles_pin_the_same_node_image():
