@@ -86,6 +86,9 @@ class AttackContext:
     workload_namespace: Callable[[], str] | None = None
     connect_timeout: float = 3.0
     read_timeout: float = 5.0
+    # Per-attack nonce: carried in command lines, names and URIs so that an alert or an audit
+    # event can be tied to this attack (parallel-safe, no shared cache to clear).
+    nonce: str = field(default_factory=lambda: secrets.token_hex(4))
     exchanges: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     _cleanups: list[Cleanup] = field(default_factory=list)
@@ -96,7 +99,7 @@ class AttackContext:
 
     def unique_name(self, prefix: str) -> str:
         """DNS-1123 name carrying the run id and a per-attack nonce."""
-        return f"kp-{prefix}-{self.run_id}-{secrets.token_hex(3)}".lower()[:63]
+        return f"kp-{prefix}-{self.run_id}-{self.nonce}{secrets.token_hex(2)}".lower()[:63]
 
     def probe(self, host: str, port: int, **kwargs: Any) -> Probe:
         kwargs.setdefault("connect_timeout", self.connect_timeout)
