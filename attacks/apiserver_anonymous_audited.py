@@ -2,8 +2,9 @@
 the API server's audit trail must record (who: system:anonymous or the failed 401 at stage
 ResponseStarted; what: requestURI, verb; from where: sourceIPs; and the response code).
 
-The request itself is BLOCKED (401/403) on any sane cluster; the control is about the
-evidence trail: it PASSes only when the matching audit event is found.
+SUCCEEDED: HTTP 200 (anonymous may read kube-system Secrets).
+BLOCKED:   HTTP 401/403, as on any sane cluster. Either way the control is about the evidence
+           trail: it PASSes only when the matching audit event is found.
 """
 from kubeprobe.classify import http_auth_refusal, refusal, unexpected
 from kubeprobe.outcome import Observation
