@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from kubeprobe.alerts import parse_matcher
 from kubeprobe.outcome import Authority, Expectation
 
 DEFAULT_CATALOG = Path(__file__).with_name("catalog.yaml")
@@ -154,6 +155,11 @@ def _parse_control(raw: Any, path: Path, index: int, profiles: dict[str, str],
     if alerts and not isinstance(raw.get("alert"), dict):
         raise _fail(path, where, "field alert (a matcher) is required when a profile "
                                  "expects ALERTED")
+    if raw.get("alert") is not None:
+        try:
+            parse_matcher(raw["alert"])
+        except ValueError as exc:
+            raise _fail(path, where, f"field {exc}") from None
 
     mappings_raw = raw["mappings"]
     if not isinstance(mappings_raw, dict) or not {"cis", "mitre"} <= set(mappings_raw):

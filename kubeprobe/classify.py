@@ -90,6 +90,14 @@ def etcd_range_attack(ctx, target, what: str, client_cert=None,
     if retry_plain and not_tls(exchange):
         ctx.note("the port did not complete a TLS handshake; retried in plain HTTP")
         exchange = attempt(tls=False)
+    if exchange.tls_handshake and exchange.error == "eof" and client_cert is None:
+        # etcd with --client-cert-auth demands the certificate inside a TLS 1.2 handshake;
+        # this one completed without any. The port serves gRPC only (its JSON gateway moved
+        # to --listen-client-http-urls), which any etcd client can now use.
+        return Observation.succeeded(
+            f"{what}: etcd completed a {exchange.tls_version} handshake without a client "
+            f"certificate on {exchange.target} (gRPC-only port: the JSON range was not served)",
+            tls_version=exchange.tls_version, server_cert_issuer=exchange.server_cert_issuer)
     return (refusal(exchange, what) or etcd_range_answer(exchange, what)
             or unexpected(exchange, what))
 

@@ -14,7 +14,8 @@ from urllib.parse import urlsplit
 from kubeprobe.kube import Kube
 
 ETCD_CLIENT_FLAGS = ("--advertise-client-urls", "--listen-client-urls")
-ETCD_HTTP_ONLY_FLAGS = ("--listen-client-http-urls",)  # etcd >= 3.5: plaintext-only listener
+# Plaintext listeners are always worth attacking, advertised or not.
+ETCD_PLAINTEXT_FLAGS = ("--listen-client-urls", "--listen-client-http-urls")
 ETCD_PEER_FLAGS = ("--initial-advertise-peer-urls", "--listen-peer-urls")
 KINDS = ("etcd_client", "etcd_peer", "node", "apiserver")
 
@@ -110,9 +111,12 @@ def discover(kube: Kube) -> Endpoints:
         for h, p in etcd_urls(flags, ETCD_CLIENT_FLAGS, host_ip):
             found.add(Endpoint("etcd_client", member, h, p, f"kube-system/{pod.metadata.name} "
                                                            "--advertise-client-urls"))
-        for h, p in etcd_urls(flags, ETCD_HTTP_ONLY_FLAGS, host_ip):
-            found.add(Endpoint("etcd_client", member, h, p, f"kube-system/{pod.metadata.name} "
-                                                           "--listen-client-http-urls"))
+        for flag in ETCD_PLAINTEXT_FLAGS:
+            http_only = {flag: ",".join(u for u in flags.get(flag, "").split(",")
+                                        if u.strip().startswith("http://"))}
+            for h, p in etcd_urls(http_only, (flag,), host_ip):
+                found.add(Endpoint("etcd_client", member, h, p,
+                                   f"kube-system/{pod.metadata.name} {flag} (plain HTTP)"))
         for h, p in etcd_urls(flags, ETCD_PEER_FLAGS, host_ip):
             found.add(Endpoint("etcd_peer", member, h, p, f"kube-system/{pod.metadata.name} "
                                                          "--initial-advertise-peer-urls"))

@@ -30,7 +30,7 @@ def _pick_flags(flags: dict[str, str], words: tuple[str, ...]) -> dict[str, str]
     return {k: v for k, v in sorted(flags.items()) if any(w in k for w in words)}
 
 
-def _pod_flags(kube: Kube, component: str) -> dict[str, dict[str, str]]:
+def pod_flags(kube: Kube, component: str) -> dict[str, dict[str, str]]:
     pods = kube.core.list_namespaced_pod("kube-system", label_selector=f"component={component}",
                                          _request_timeout=kube.timeout).items
     found = {}
@@ -52,7 +52,7 @@ def api_config(kube: Kube, component: str, endpoints: Endpoints,
                     for pod, flags in endpoints.etcd_flags.items()}
         if component == "kube-apiserver":
             return {f"kube-system/{pod} flags": _pick_flags(flags, APISERVER_FLAG_WORDS)
-                    for pod, flags in _pod_flags(kube, "kube-apiserver").items()}
+                    for pod, flags in pod_flags(kube, "kube-apiserver").items()}
     except Exception as exc:  # noqa: BLE001 - evidence is best effort, and says why it is missing
         return {"unavailable": f"{type(exc).__name__}: {str(exc)[:200]}"}
     return {}

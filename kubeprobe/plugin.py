@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from kubeprobe import report
+from kubeprobe import detectors, report
 from kubeprobe.catalog import DEFAULT_CATALOG, CatalogError, load_catalog
 from kubeprobe.kube import Kube, TargetError
 from kubeprobe.outcome import Verdict
@@ -51,6 +51,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="allow intrusive attacks on an existing cluster")
     group.addoption("--run-id", default=None, help="run id stamped on every object "
                     "(default: time + random)")
+    group.addoption("--audit-log", type=Path, default=None,
+                    help="an audit log file the runner can read (existing clusters)")
+    group.addoption("--falco-receiver", default=None, metavar="HOST:PORT",
+                    help="receive Falco http_output/falcosidekick alerts on this address")
+    group.addoption("--falco-namespace", default="falco",
+                    help="namespace of the Falco pods whose logs carry alerts")
+    group.addoption("--alert-timeout", type=float, default=15.0,
+                    help="seconds to wait for an expected alert (default 15)")
     group.addoption("--reports-dir", type=Path, default=REPO_ROOT / "reports",
                     help="where report.html, results.json and junit.xml go")
 
@@ -150,6 +158,14 @@ def kubeprobe_suite(request: pytest.FixtureRequest, kubeprobe_target):
                   intrusive=config.getoption("intrusive"),
                   pod_transport_factory=_pod_transport_factory())
     config.stash[SUITE_KEY]["suite"] = suite
+    sources = detectors.sources_for(kubeprobe_target, kube, config.getoption("audit_log"),
+                                    config.getoption("falco_receiver"),
+                                    config.getoption("falco_namespace"))
+    for source in sources.values():
+        suite.defer(f"stop the {source.name} alert source", source.stop)
+        source.start()
+    suite.alert_sources = sources
+    suite.alert_deadline_s = config.getoption("alert_timeout")
     report.add_environment(config, suite)
     yield suite
     errors = suite.close()

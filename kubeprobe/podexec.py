@@ -3,9 +3,11 @@ way an attacker holding pods/exec starts an unexpected process in a kube-system 
 Static (mirror) pods accept exec like any other pod; they refuse ephemeral containers."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from kubernetes.stream import stream
+from kubernetes.stream.ws_client import ERROR_CHANNEL
 
 
 @dataclass
@@ -29,8 +31,26 @@ def exec_in_pod(kube, namespace: str, pod: str, container: str, command: list[st
                 _preload_content=False, _request_timeout=kube.timeout)
     try:
         ws.run_forever(timeout=timeout_s)
-        stdout, stderr = ws.read_stdout(), ws.read_stderr()
-        returncode = ws.returncode
+        stdout, stderr = ws.read_stdout() or "", ws.read_stderr() or ""
+        status_text = ws.read_channel(ERROR_CHANNEL)
     finally:
         ws.close()
-    return ExecResult(command, returncode, stdout or "", stderr or "")
+    returncode, message = _exit_status(status_text)
+    return ExecResult(command, returncode, stdout, stderr + message)
+
+
+def _exit_status(text: str) -> tuple[int | None, str]:
+    """The exec error channel carries a metav1.Status: Success, NonZeroExitCode with the code
+    in details.causes, or a failure to start (e.g. the binary does not exist)."""
+    if not text:
+        return None, ""
+    try:
+        status = json.loads(text)
+    except ValueError:
+        return None, text
+    if status.get("status") == "Success":
+        return 0, ""
+    for cause in (status.get("details") or {}).get("causes") or []:
+        if cause.get("reason") == "ExitCode":
+            return int(cause.get("message", "1")), ""
+    return None, status.get("message", text)

@@ -87,6 +87,14 @@ def evidence_html(data: dict) -> str:
         if obs["evidence"]:
             parts.append(f"<pre>{_e(json.dumps(obs['evidence'], indent=1, default=str))}</pre>")
         parts.append("<ul>" + "".join(_exchange_html(x) for x in endpoint["exchanges"]) + "</ul>")
+        if endpoint.get("alert"):
+            alert = endpoint["alert"]
+            state = "matched" if alert["matched"] else f"NO MATCH ({alert['reason']})"
+            parts.append(f"<p><b>Alert</b> from {_e(alert['source'])}: {_e(state)}; matcher "
+                         f"{_e(json.dumps(alert['matcher']))}</p>")
+            shown = alert["matched"] or alert["alerts_in_window"]
+            if shown:
+                parts.append(f"<pre>{_e(json.dumps(shown, indent=1, default=str)[:4000])}</pre>")
         for note in endpoint["notes"]:
             parts.append(f"<p><i>{_e(note)}</i></p>")
         for step in endpoint["cleanup"]:
@@ -113,15 +121,14 @@ def add_environment(config, suite) -> None:
         return
     metadata = config.stash.get(metadata_key, None)
     if metadata is not None:
-        metadata.update(suite.environment())
+        metadata.update(suite.environment)
 
 
 def results_document(suite, exitstatus: int) -> dict[str, Any]:
     counts = Counter(r.verdict.value for r in suite.results)
     return {"tool": "kubeprobe", "schema": 1,
             "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "environment": suite.environment() if suite.kube.alive() else
-            {"Run id": suite.run_id, "Target": suite.target.description},
+            "environment": suite.environment,
             "exit_status": int(exitstatus),
             "summary": dict(sorted(counts.items())),
             "controls": [r.to_json() for r in suite.results]}

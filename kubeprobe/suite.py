@@ -5,13 +5,14 @@ import secrets
 import time
 import traceback
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from typing import Any, Callable
 
 from kubernetes.client.rest import ApiException
 
 from kubeprobe import evidence
+from kubeprobe.alerts import parse_matcher
 from kubeprobe.catalog import Catalog, Control, load_attack
 from kubeprobe.context import AttackContext, Cleanup, Unavailable
 from kubeprobe.discovery import Endpoint, Endpoints, discover
@@ -21,6 +22,7 @@ from kubeprobe.net import RunnerTransport, Transport
 from kubeprobe.outcome import Expectation, Observation, Verdict, judge
 from kubeprobe.targets import Target
 
+CLOCK_SKEW = timedelta(seconds=2)
 # Worst first: the control's verdict is the worst over its endpoints.
 SEVERITY = [Verdict.FAIL, Verdict.ERROR, Verdict.NOT_VERIFIED, Verdict.SKIP, Verdict.PASS]
 
@@ -44,13 +46,14 @@ class EndpointResult:
     exchanges: list[dict]
     notes: list[str]
     cleanups: list[Cleanup]
+    alert: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"endpoint": {"kind": self.endpoint.kind, "name": self.endpoint.name,
                              "address": self.endpoint.address, "source": self.endpoint.source},
                 "vantage": self.vantage, "verdict": self.verdict.value, "reason": self.reason,
                 "observation": self.observation.to_json(), "exchanges": self.exchanges,
-                "notes": self.notes,
+                "notes": self.notes, "alert": self.alert,
                 "cleanup": [{"step": c.description, "error": c.error} for c in self.cleanups]}
 
 
@@ -101,6 +104,8 @@ class Suite:
     read_timeout: float = 5.0
     intrusive: bool = False
     pod_transport_factory: Callable[["Suite"], Transport] | None = None
+    alert_sources: dict[str, Any] = field(default_factory=dict)  # name -> alerts.AlertSource
+    alert_deadline_s: float = 15.0
     results: list[ControlResult] = field(default_factory=list)
     _cleanups: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
 
@@ -139,11 +144,16 @@ class Suite:
             raise Unavailable("the pod vantage is not available in this build")
         return self.pod_transport_factory(self)
 
+    @cached_property
     def environment(self) -> dict[str, str]:
+        """Read once, at the start: the cluster may be gone when the reports are written."""
         version = self.kube.server_version()
         return {"Run id": self.run_id, "Target": self.target.description,
                 "Kubernetes": version["gitVersion"], "API server": self.kube.server_url,
                 "Context": self.kube.context or "current", "Profile": self.profile,
+                "Alert sources": ", ".join(f"{n} ({type(s).__name__})"
+                                           for n, s in sorted(self.alert_sources.items()))
+                or "none",
                 "Catalog": str(self.catalog.path)}
 
     def run_control(self, control: Control) -> ControlResult:
@@ -190,6 +200,7 @@ class Suite:
                             connect_timeout=self.connect_timeout,
                             read_timeout=self.read_timeout)
         skip_reason = None
+        since = datetime.now(timezone.utc)
         try:
             observation = attack.run(ctx, endpoint, **control.params)
         except Unavailable as exc:
@@ -205,10 +216,18 @@ class Suite:
                 f"the attack raised {type(exc).__name__}: {str(exc)[:300]}",
                 traceback=traceback.format_exc(limit=6))
         cleanups = ctx.run_cleanups()
+        alert_evidence = None
         if skip_reason is not None:
             verdict, reason = Verdict.SKIP, skip_reason
         else:
             judgement = judge(expected, control.blocked_by, observation, control.weaker)
+            if judgement.verdict is Verdict.NOT_VERIFIED:
+                configured, alerted, alert_evidence = self._wait_for_alert(control, ctx, since)
+                judgement = judge(expected, control.blocked_by, observation, control.weaker,
+                                  configured, alerted)
+                if alert_evidence and alert_evidence.get("reason") and not alerted:
+                    judgement = type(judgement)(judgement.verdict, judgement.reason + " ("
+                                                + alert_evidence["reason"] + ")")
             verdict, reason = judgement.verdict, judgement.reason
         failed = [c for c in cleanups if c.error]
         if failed and verdict is not Verdict.FAIL:
@@ -216,7 +235,22 @@ class Suite:
             reason += "; cleanup failed: " + "; ".join(f"{c.description}: {c.error}"
                                                        for c in failed)
         return EndpointResult(endpoint, transport.vantage, observation, verdict, reason,
-                              ctx.exchanges, ctx.notes, cleanups)
+                              ctx.exchanges, ctx.notes, cleanups, alert_evidence)
+
+    def _wait_for_alert(self, control: Control, ctx: AttackContext,
+                        since: datetime) -> tuple[bool, bool | None, dict | None]:
+        """(source configured, alerted, evidence) for a control that expects an alert."""
+        matcher = parse_matcher(control.alert, nonce=ctx.nonce)
+        source = self.alert_sources.get(matcher.source)
+        if source is None:
+            return False, None, None
+        # The nonce ties the alert to this attack; the window only has to absorb clock skew.
+        result = source.wait_for(matcher, since - CLOCK_SKEW, self.alert_deadline_s)
+        evidence = {"source": source.name, "matcher": {"rule": matcher.rule,
+                                                       "fields": matcher.fields,
+                                                       "nonce": matcher.nonce},
+                    **result.evidence()}
+        return True, result.matched is not None, evidence
 
     def _configuration(self, control: Control, endpoints: list[Endpoint]) -> dict[str, Any]:
         found: dict[str, Any] = {}

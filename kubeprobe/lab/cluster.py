@@ -68,6 +68,10 @@ class LabState:
     running: bool = True  # False: some lab process died (see log_dir); `down` cleans up
 
 
+CONTROL_PLANE_COMPONENTS = {"etcd", "kube-apiserver", "kube-controller-manager",
+                            "kube-scheduler"}
+
+
 def containerd_socket() -> Path:
     return RUN_DIR / "containerd.sock"
 
@@ -246,6 +250,15 @@ class _Up:
         return any(c["type"] == "Ready" and c["status"] == "True"
                    for p in pods for c in p["status"].get("conditions", []))
 
+    def control_plane_visible(self) -> bool:
+        """The static pods' mirror pods are in kube-system: the suite discovers etcd and the
+        API server's flags through them, so `up` is not done before they show."""
+        proc = self.kubectl("-n", "kube-system", "get", "pods", "-l", "tier=control-plane",
+                            "-o", "json", check=False)
+        pods = json.loads(proc.stdout)["items"] if proc.returncode == 0 else []
+        seen = {p["metadata"].get("labels", {}).get("component") for p in pods}
+        return CONTROL_PLANE_COMPONENTS <= seen
+
     def apply_policies(self) -> None:
         directory = config.POLICY_DIRS[self.profile]
         files = sorted(p for p in directory.glob("*") if p.suffix in (".yaml", ".yml")) if directory.is_dir() else []
@@ -291,6 +304,7 @@ class _Up:
                       60, "the default ServiceAccount")
         self.apply_policies()
         host.wait_for(self.kube_proxy_ready, 120, "kube-proxy Ready")
+        host.wait_for(self.control_plane_visible, 60, "the control plane's mirror pods")
         self.say(f"node {self.node_name} ({self.node_ip}) Ready; kubeconfig {self.kubeconfig}")
         return status()
 
