@@ -3,6 +3,7 @@
     kubeprobe run [pytest args...]      run the suite (same as `pytest suites/ ...`)
     kubeprobe catalog [--catalog FILE]  validate the catalog and list its controls
     kubeprobe lab build|up|down|status  the local lab cluster (see kubeprobe/lab)
+    kubeprobe rules generate ALLOWLIST  Falco rules from a kube-system allowlist
 """
 from __future__ import annotations
 
@@ -45,7 +46,12 @@ def _lab(argv: list[str]) -> int:
     return lab_main(argv)
 
 
-COMMANDS = {"run": _run, "catalog": _catalog, "lab": _lab}
+def _rules(argv: list[str]) -> int:
+    from kubeprobe.rules import main as rules_main
+    return rules_main(argv)
+
+
+COMMANDS = {"run": _run, "catalog": _catalog, "lab": _lab, "rules": _rules}
 
 
 def main(argv: list[str] | None = None) -> int:
