@@ -104,6 +104,7 @@ class AttackContext:
     def probe(self, host: str, port: int, **kwargs: Any) -> Probe:
         kwargs.setdefault("connect_timeout", self.connect_timeout)
         kwargs.setdefault("read_timeout", self.read_timeout)
+        kwargs.setdefault("nonce", self.nonce)
         return Probe(host=host, port=port, **kwargs)
 
     def exchange(self, probe: Probe) -> Exchange:

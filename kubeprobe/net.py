@@ -79,6 +79,7 @@ class Probe:
     body: bytes | None = None
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     read_timeout: float = DEFAULT_READ_TIMEOUT
+    nonce: str | None = None  # the attack's nonce; the pod agent shows it in its command line
 
     def url(self) -> str:
         scheme = "https" if self.tls else "http"

@@ -51,6 +51,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="allow intrusive attacks on an existing cluster")
     group.addoption("--run-id", default=None, help="run id stamped on every object "
                     "(default: time + random)")
+    group.addoption("--probe-image", default=None,
+                    help="image of the pod vantage agent for an existing cluster "
+                         "(kind and the lab get a locally built one)")
     group.addoption("--audit-log", type=Path, default=None,
                     help="an audit log file the runner can read (existing clusters)")
     group.addoption("--falco-receiver", default=None, metavar="HOST:PORT",
@@ -130,7 +133,8 @@ def kubeprobe_target(request: pytest.FixtureRequest):
                          kubeconfig=config.getoption("kubeconfig"),
                          context=config.getoption("context"),
                          cluster_profile=config.getoption("cluster_profile"),
-                         keep_cluster=config.getoption("keep_cluster"), run_id=run_id)
+                         keep_cluster=config.getoption("keep_cluster"), run_id=run_id,
+                         extra_images=_agent_image(config))
     try:
         target = resolve(opts)
     except TargetError as exc:
@@ -156,7 +160,8 @@ def kubeprobe_suite(request: pytest.FixtureRequest, kubeprobe_target):
                   connect_timeout=config.getoption("connect_timeout"),
                   read_timeout=config.getoption("read_timeout"),
                   intrusive=config.getoption("intrusive"),
-                  pod_transport_factory=_pod_transport_factory())
+                  pod_transport_factory=_pod_transport_factory(),
+                  probe_image=_probe_image(config, kubeprobe_target))
     config.stash[SUITE_KEY]["suite"] = suite
     sources = detectors.sources_for(kubeprobe_target, kube, config.getoption("audit_log"),
                                     config.getoption("falco_receiver"),
@@ -174,11 +179,29 @@ def kubeprobe_suite(request: pytest.FixtureRequest, kubeprobe_target):
         _cannot_run("cleanup failed, objects may be left in the cluster: " + "; ".join(errors))
 
 
-def _pod_transport_factory():
+def _agent_image(config: pytest.Config) -> tuple:
+    """The pod vantage agent's image for a cluster the suite builds or reuses locally; none
+    (and pod-vantage controls SKIP with the reason) when Go is missing here."""
+    if config.getoption("probe_image") or config.getoption("kubeconfig"):
+        return ()
     try:
-        from kubeprobe.agent import pod_transport_for_suite
-    except ImportError:
-        return None
+        from kubeprobe.agent import build_agent_image
+        return (build_agent_image(),)
+    except (OSError, RuntimeError):
+        return ()
+
+
+def _probe_image(config: pytest.Config, target) -> str | None:
+    from kubeprobe.agent import AGENT_REPOSITORY, agent_image_ref
+    if config.getoption("probe_image"):
+        return config.getoption("probe_image")
+    pinned = [r for r in target.images if r.startswith(AGENT_REPOSITORY + "@sha256:")]
+    tagged = [r for r in target.images if r.endswith(agent_image_ref().split("/", 1)[1])]
+    return (pinned or tagged or [None])[0]
+
+
+def _pod_transport_factory():
+    from kubeprobe.agent import pod_transport_for_suite
     return pod_transport_for_suite
 
 

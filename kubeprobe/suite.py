@@ -104,6 +104,7 @@ class Suite:
     read_timeout: float = 5.0
     intrusive: bool = False
     pod_transport_factory: Callable[["Suite"], Transport] | None = None
+    probe_image: str | None = None
     alert_sources: dict[str, Any] = field(default_factory=dict)  # name -> alerts.AlertSource
     alert_deadline_s: float = 15.0
     results: list[ControlResult] = field(default_factory=list)

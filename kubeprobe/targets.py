@@ -39,6 +39,7 @@ class Target:
     cluster_profile: str | None = None          # hardened|weak when the suite built it
     node_host: Callable[[str], str] | None = None  # node name -> testinfra backend URI
     log_dir: Path | None = None
+    images: list[str] = field(default_factory=list)  # refs of the extra images it was given
     teardown: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> list[str]:
@@ -75,6 +76,14 @@ def _run(cmd: list[str], timeout: float, what: str) -> str:
         last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise TargetError(f"{what}: `{' '.join(cmd[:3])}` failed: {last}")
     return done.stdout
+
+
+def _archive_tags(tar: Path) -> list[str]:
+    import json
+    import tarfile
+    with tarfile.open(tar) as archive:
+        return [t for entry in json.load(archive.extractfile("manifest.json"))
+                for t in entry.get("RepoTags") or []]
 
 
 def kind_available() -> str | None:
@@ -143,6 +152,7 @@ def _kind(opts: TargetOptions) -> Target:
         for image in opts.extra_images:
             _run(["kind", "load", "image-archive", str(image), "--name", name], 300,
                  f"loading {image.name} into kind")
+            target.images += _archive_tags(image)
         apply_profile_manifests(kubeconfig, opts.cluster_profile)
     except TargetError:
         target.close()
@@ -169,7 +179,8 @@ def _lab(opts: TargetOptions) -> Target:
         raise TargetError(str(exc)) from None
     target = Target("lab", state.kubeconfig, None,
                     f"local lab {state.k8s_version} ({state.profile}) on {state.node_name}",
-                    state.profile, node_host=lambda node: "local://", log_dir=state.log_dir)
+                    state.profile, node_host=lambda node: "local://", log_dir=state.log_dir,
+                    images=list(state.images))
     if started_here and not opts.keep_cluster:
         target.teardown.append(lab.down)
     return target

@@ -1,0 +1,3 @@
+module kubeprobe/agent
+
+go 1.24

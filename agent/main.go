@@ -1,0 +1,318 @@
+// kubeprobe-agent: the pod-side twin of kubeprobe/net.py's RunnerTransport.
+//
+//	kubeprobe-agent probe   read ONE Probe JSON line on stdin, print ONE Exchange JSON
+//	kubeprobe-agent sleep   block until SIGTERM (the pod's main process)
+//
+// Keys and tokens travel on stdin, never argv, so they stay out of pods/exec audit events.
+// Failures are data (exit 0); only malformed input exits 2.
+package main
+
+import (
+	"bufio"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+const bodyLimit = 64 * 1024
+
+type clientCert struct {
+	CertPEM string `json:"cert_pem"`
+	KeyPEM  string `json:"key_pem"`
+}
+
+type probe struct {
+	Host           string            `json:"host"`
+	Port           int               `json:"port"`
+	TLS            bool              `json:"tls"`
+	ClientCert     *clientCert       `json:"client_cert"`
+	MaxTLSVersion  string            `json:"max_tls_version"`
+	Method         *string           `json:"method"`
+	Path           string            `json:"path"`
+	Headers        map[string]string `json:"headers"`
+	BodyB64        *string           `json:"body_b64"`
+	ConnectTimeout float64           `json:"connect_timeout"`
+	ReadTimeout    float64           `json:"read_timeout"`
+}
+
+type exchange struct {
+	Vantage           string            `json:"vantage"`
+	Target            string            `json:"target"`
+	StartedAt         string            `json:"started_at"`
+	ElapsedMS         float64           `json:"elapsed_ms"`
+	Connected         bool              `json:"connected"`
+	Error             *string           `json:"error"`
+	ErrorDetail       *string           `json:"error_detail"`
+	TLSHandshake      bool              `json:"tls_handshake"`
+	TLSAlert          *string           `json:"tls_alert"`
+	TLSVersion        *string           `json:"tls_version"`
+	ServerCertSubject *string           `json:"server_cert_subject"`
+	ServerCertIssuer  *string           `json:"server_cert_issuer"`
+	HTTPStatus        *int              `json:"http_status"`
+	HTTPReason        *string           `json:"http_reason"`
+	HTTPHeaders       map[string]string `json:"http_headers"`
+	Body              *string           `json:"body"`
+	BytesReceived     int               `json:"bytes_received"`
+}
+
+// Go's alert texts (crypto/tls alert.go) -> RFC 8446 names, as net.py maps OpenSSL's.
+var alerts = map[string]string{
+	"bad certificate": "bad_certificate", "unknown certificate authority": "unknown_ca",
+	"certificate required": "certificate_required", "handshake failure": "handshake_failure",
+	"access denied": "access_denied", "unsupported certificate": "certificate_unknown",
+	"certificate expired": "certificate_expired", "protocol version not supported": "protocol_version",
+	"internal error": "internal_error", "error decrypting message": "decrypt_error",
+}
+
+func str(s string) *string { return &s }
+
+func (e *exchange) fail(kind string, err error) {
+	e.Error, e.ErrorDetail = str(kind), str(err.Error())
+}
+
+func classifyDial(err error) string {
+	var netErr net.Error
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "refused"
+	case errors.As(err, &netErr) && netErr.Timeout():
+		return "timeout"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "reset"
+	default:
+		return "unreachable"
+	}
+}
+
+func classifyIO(e *exchange, err error) {
+	msg := err.Error()
+	if i := strings.Index(msg, "remote error: tls: "); i >= 0 {
+		name := msg[i+len("remote error: tls: "):]
+		if alert, ok := alerts[name]; ok {
+			e.TLSAlert = str(alert)
+		} else {
+			e.TLSAlert = str(strings.ReplaceAll(name, " ", "_"))
+		}
+		e.fail("tls_alert", err)
+		return
+	}
+	var netErr net.Error
+	switch {
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		e.fail("eof", err)
+	case errors.Is(err, syscall.ECONNRESET):
+		e.fail("reset", err)
+	case errors.As(err, &netErr) && netErr.Timeout():
+		e.fail("timeout", err)
+	case !e.TLSHandshake && e.TLSAlert == nil && strings.Contains(msg, "tls"):
+		e.fail("tls_error", err)
+	default:
+		e.fail("reset", err)
+	}
+}
+
+func tlsVersion(v uint16) string {
+	return map[uint16]string{tls.VersionTLS12: "TLSv1.2", tls.VersionTLS13: "TLSv1.3"}[v]
+}
+
+func run(p probe, vantage string) exchange {
+	scheme := "http"
+	if p.TLS {
+		scheme = "https"
+	}
+	host := p.Host
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	e := exchange{Vantage: vantage, Target: fmt.Sprintf("%s://%s:%d%s", scheme, host, p.Port, p.Path),
+		StartedAt: time.Now().UTC().Format("2006-01-02T15:04:05.000-07:00"), HTTPHeaders: map[string]string{}}
+	started := time.Now()
+	defer func() { e.ElapsedMS = float64(time.Since(started).Microseconds()) / 1000 }()
+	raw, err := net.DialTimeout("tcp", net.JoinHostPort(p.Host, strconv.Itoa(p.Port)),
+		time.Duration(p.ConnectTimeout*float64(time.Second)))
+	if err != nil {
+		e.fail(classifyDial(err), err)
+		return e
+	}
+	defer raw.Close()
+	e.Connected = true
+	_ = raw.SetDeadline(time.Now().Add(time.Duration(p.ReadTimeout * float64(time.Second))))
+	conn := raw
+	if p.TLS {
+		cfg := &tls.Config{InsecureSkipVerify: true, MaxVersion: tls.VersionTLS12} // evidence, not trust
+		if p.MaxTLSVersion == "1.3" {
+			cfg.MaxVersion = tls.VersionTLS13
+		}
+		if p.ClientCert != nil {
+			pair, err := tls.X509KeyPair([]byte(p.ClientCert.CertPEM), []byte(p.ClientCert.KeyPEM))
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "bad client certificate:", err)
+				os.Exit(2)
+			}
+			cfg.Certificates = []tls.Certificate{pair}
+		}
+		t := tls.Client(raw, cfg)
+		if err := t.Handshake(); err != nil {
+			classifyIO(&e, err)
+			if e.Error != nil && *e.Error == "reset" && strings.Contains(err.Error(), "tls") {
+				e.Error = str("tls_error")
+			}
+			return e
+		}
+		e.TLSHandshake = true
+		state := t.ConnectionState()
+		e.TLSVersion = str(tlsVersion(state.Version))
+		if len(state.PeerCertificates) > 0 {
+			e.ServerCertSubject = str(state.PeerCertificates[0].Subject.String())
+			e.ServerCertIssuer = str(state.PeerCertificates[0].Issuer.String())
+		}
+		conn = t
+	}
+	if p.Method == nil {
+		return e
+	}
+	var body []byte
+	if p.BodyB64 != nil {
+		body, _ = base64.StdEncoding.DecodeString(*p.BodyB64)
+	}
+	req := fmt.Sprintf("%s %s HTTP/1.1\r\nHost: %s:%d\r\nUser-Agent: kubeprobe\r\nAccept: application/json, */*\r\nConnection: close\r\n",
+		*p.Method, p.Path, p.Host, p.Port)
+	for k, v := range p.Headers {
+		req += k + ": " + v + "\r\n"
+	}
+	if p.BodyB64 != nil {
+		req += "Content-Type: application/json\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n"
+	}
+	if _, err := conn.Write(append([]byte(req+"\r\n"), body...)); err != nil {
+		classifyIO(&e, err)
+		return e
+	}
+	readResponse(conn, &e)
+	return e
+}
+
+// readResponse reads until close, the declared Content-Length, or the deadline: some servers
+// (etcd's peer port) keep the connection open after answering.
+func readResponse(conn net.Conn, e *exchange) {
+	var data []byte
+	buf := make([]byte, 65536)
+	for len(data) < bodyLimit+16*1024 {
+		n, err := conn.Read(buf)
+		data = append(data, buf[:n]...)
+		if head, rest, ok := strings.Cut(string(data), "\r\n\r\n"); ok {
+			if cl := contentLength(head); cl >= 0 && len(rest) >= cl {
+				break
+			}
+		}
+		if err != nil {
+			if len(data) == 0 || !errors.Is(err, io.EOF) {
+				if len(data) == 0 && errors.Is(err, io.EOF) {
+					e.Error, e.ErrorDetail = str("eof"), str("peer closed the connection without a byte")
+					return
+				}
+				if len(data) == 0 {
+					classifyIO(e, err)
+					return
+				}
+			}
+			break
+		}
+	}
+	e.BytesReceived = len(data)
+	parseHTTP(data, e)
+}
+
+func contentLength(head string) int {
+	for _, line := range strings.Split(head, "\r\n")[1:] {
+		name, value, _ := strings.Cut(line, ":")
+		if strings.EqualFold(strings.TrimSpace(name), "content-length") {
+			if n, err := strconv.Atoi(strings.TrimSpace(value)); err == nil {
+				return n
+			}
+		}
+	}
+	return -1
+}
+
+func parseHTTP(data []byte, e *exchange) {
+	head, body, ok := strings.Cut(string(data), "\r\n\r\n")
+	lines := strings.Split(head, "\r\n")
+	parts := strings.SplitN(lines[0], " ", 3)
+	code, err := 0, error(nil)
+	if len(parts) >= 2 {
+		code, err = strconv.Atoi(parts[1])
+	}
+	if !ok || len(parts) < 2 || !strings.HasPrefix(parts[0], "HTTP/") || err != nil {
+		e.Error, e.ErrorDetail = str("protocol"), str(fmt.Sprintf("not an HTTP response: %q", head[:min(80, len(head))]))
+		return
+	}
+	e.HTTPStatus = &code
+	reason := ""
+	if len(parts) > 2 {
+		reason = parts[2]
+	}
+	e.HTTPReason = str(reason)
+	for _, line := range lines[1:] {
+		name, value, _ := strings.Cut(line, ":")
+		e.HTTPHeaders[strings.ToLower(strings.TrimSpace(name))] = strings.TrimSpace(value)
+	}
+	if strings.EqualFold(e.HTTPHeaders["transfer-encoding"], "chunked") {
+		body = dechunk(body)
+	}
+	if len(body) > bodyLimit {
+		body = body[:bodyLimit]
+	}
+	e.Body = str(strings.ToValidUTF8(body, "\uFFFD"))
+}
+
+func dechunk(data string) string {
+	var out strings.Builder
+	for data != "" {
+		sizeLine, rest, _ := strings.Cut(data, "\r\n")
+		size, err := strconv.ParseInt(strings.Split(sizeLine, ";")[0], 16, 64)
+		if err != nil || size == 0 || int(size) > len(rest) {
+			break
+		}
+		out.WriteString(rest[:size])
+		data = rest[min(int(size)+2, len(rest)):]
+	}
+	return out.String()
+}
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: kubeprobe-agent probe|sleep")
+		os.Exit(2)
+	}
+	switch os.Args[1] {
+	case "sleep":
+		stop := make(chan os.Signal, 1)
+		signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+		<-stop
+	case "probe":
+		line, err := bufio.NewReader(os.Stdin).ReadString('\n')
+		var p probe
+		if err != nil && line == "" || json.Unmarshal([]byte(line), &p) != nil || p.Host == "" {
+			fmt.Fprintln(os.Stderr, "kubeprobe-agent: expected one Probe JSON line on stdin")
+			os.Exit(2)
+		}
+		vantage := os.Getenv("KUBEPROBE_VANTAGE")
+		if vantage == "" {
+			vantage = "pod"
+		}
+		_ = json.NewEncoder(os.Stdout).Encode(run(p, vantage))
+	default:
+		fmt.Fprintln(os.Stderr, "usage: kubeprobe-agent probe|sleep")
+		os.Exit(2)
+	}
+}
