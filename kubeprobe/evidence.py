@@ -45,7 +45,7 @@ def api_config(kube: Kube, component: str, endpoints: Endpoints,
     """The component's security-relevant configuration as the API shows it."""
     try:
         if component == "kubelet" and node:
-            config = kube.get_raw(f"/api/v1/nodes/{node}/proxy/configz").get("kubeletconfig", {})
+            config = kube.kubelet_configz(node)
             return {f"node {node} /configz": {k: config.get(k) for k in KUBELET_KEYS}}
         if component == "etcd":
             return {f"kube-system/{pod} flags": _pick_flags(flags, ETCD_FLAG_WORDS)

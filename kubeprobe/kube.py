@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -131,12 +132,12 @@ class Kube:
             return False
         return True
 
-    def get_raw(self, path: str) -> Any:
-        """GET an arbitrary API path as JSON (e.g. /api/v1/nodes/N/proxy/configz)."""
-        data, _, _ = self.api_client.call_api(
-            path, "GET", auth_settings=["BearerToken"], response_type="object",
-            _preload_content=True, _request_timeout=self.timeout)
-        return data
+    def kubelet_configz(self, node: str) -> dict:
+        """The kubelet's live configuration through the API server's nodes/proxy."""
+        # Raw bytes: the client would otherwise hand back the Python repr of the JSON.
+        response = self.core.connect_get_node_proxy_with_path(
+            node, "configz", _preload_content=False, _request_timeout=self.timeout)
+        return json.loads(response.data).get("kubeletconfig", {})
 
 
 @dataclass
