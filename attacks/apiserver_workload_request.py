@@ -4,9 +4,11 @@ API server's nodes/proxy.
 
 SUCCEEDED: HTTP 200 (the names are the proof; Secret values are never recorded).
 BLOCKED:   HTTP 403 (authorization denied) or 401.
-`{node}` in the path is replaced by the first node's name.
+`{node}` in the path is replaced by the first node's name. Evidence also counts the workload
+pods that get a ServiceAccount token mounted (the identity this attack uses).
 """
 from kubeprobe.classify import http_auth_refusal, refusal, unexpected
+from kubeprobe import inventory
 from kubeprobe.outcome import Observation
 
 TARGETS = "apiserver"
@@ -23,6 +25,8 @@ def run(ctx, target, path="/api/v1/secrets", node=None):
                                       path=path, headers={"Authorization": f"Bearer {token}"}))
     blocked = refusal(exchange, what) or http_auth_refusal(exchange, what, anonymous=False)
     if blocked:
+        blocked.evidence["token_automount"] = inventory.token_automount_inventory(
+            *inventory.collect(ctx.kube))
         return blocked
     if exchange.http_status == 200:
         body = exchange.json_body() or {}
