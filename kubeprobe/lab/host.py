@@ -135,12 +135,21 @@ def pids_in_cgroup_subtree(name: str) -> set[int]:
     return pids
 
 
-def remove_cgroup_subtree(name: str) -> None:
-    for d in _cgroup_dirs(name):
-        try:
-            os.rmdir(d)
-        except OSError:
-            pass
+def remove_cgroup_subtree(name: str, deadline_s: float = 15.0) -> None:
+    """rmdir every cgroup at or below `name`, deepest first. A cgroup whose last task is still
+    exiting answers EBUSY for a moment, so retry until none is left or the deadline passes
+    (what remains then is reported by the leftover checks)."""
+    def removed() -> bool:
+        for d in _cgroup_dirs(name):
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
+        return not _cgroup_dirs(name)
+    try:
+        wait_for(removed, deadline_s, f"the {name} cgroups to be removable", interval=0.1)
+    except WaitTimeout:
+        pass
 
 
 # -- mounts ----------------------------------------------------------------------------
