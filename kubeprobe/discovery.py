@@ -90,8 +90,11 @@ def discover(kube: Kube) -> Endpoints:
     host, port = kube.server_host_port
     found.add(Endpoint("apiserver", "apiserver", host, port, "kubeconfig server URL"))
 
+    node_ips: dict[str, str] = {}
     for node in kube.core.list_node(_request_timeout=kube.timeout).items:
         ips = [a.address for a in node.status.addresses or [] if a.type == "InternalIP"]
+        if ips:
+            node_ips[node.metadata.name] = ips[0]
         endpoint = node.status.daemon_endpoints.kubelet_endpoint
         if ips:
             found.add(Endpoint("node", node.metadata.name, ips[0], endpoint.port or 10250,
@@ -107,7 +110,9 @@ def discover(kube: Kube) -> Endpoints:
         flags = parse_flags((container.command or []) + (container.args or []))
         found.etcd_flags[pod.metadata.name] = flags
         member = flags.get("--name", pod.metadata.name)
-        host_ip = pod.status.host_ip if pod.status else None
+        # A wildcard listener means the node's address. A fresh mirror pod may not report
+        # status.hostIP yet, so fall back to its node's InternalIP.
+        host_ip = (pod.status.host_ip if pod.status else None) or node_ips.get(pod.spec.node_name)
         for h, p in etcd_urls(flags, ETCD_CLIENT_FLAGS, host_ip):
             found.add(Endpoint("etcd_client", member, h, p, f"kube-system/{pod.metadata.name} "
                                                            "--advertise-client-urls"))
