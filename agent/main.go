@@ -159,7 +159,11 @@ func run(p probe, vantage string) exchange {
 				fmt.Fprintln(os.Stderr, "bad client certificate:", err)
 				os.Exit(2)
 			}
-			cfg.Certificates = []tls.Certificate{pair}
+			// Always present it: Go otherwise sends none when the server's list of acceptable
+			// CAs does not name the issuer, turning a foreign-CA probe into a no-cert probe.
+			cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+				return &pair, nil
+			}
 		}
 		t := tls.Client(raw, cfg)
 		if err := t.Handshake(); err != nil {
