@@ -23,7 +23,11 @@ generator's output for fixtures/falco/allowlist.yaml (a self-test keeps them equ
       nodeport_audit: true
 
 Macros used and not defined here are Falco's stock ones (falco_rules.yaml):
-spawned_process, open_write, open_read, container, outbound.
+spawned_process, open_write, open_read, container. The stock `outbound` macro is *not*
+used: it drops every destination in RFC 1918 space (`not fd.snet in (rfc_1918_addresses)`),
+i.e. every pod, Service and kind node address, so a kube-system container talking to
+anything inside the cluster would never alert. `kubeprobe_outbound` keeps the stock shape
+(connect or unconnected UDP send, IPv4/IPv6, success or EINPROGRESS) minus that exclusion.
 """
 from __future__ import annotations
 
@@ -35,7 +39,14 @@ from typing import Any
 
 import yaml
 
-STOCK_MACROS = ("spawned_process", "open_write", "open_read", "container", "outbound")
+STOCK_MACROS = ("spawned_process", "open_write", "open_read", "container")
+OUTBOUND_MACRO = {
+    "macro": "kubeprobe_outbound",
+    "condition": ("((evt.type = connect and evt.dir = <) or (evt.type in (sendto, sendmsg) and "
+                  "evt.dir = < and fd.l4proto != tcp and fd.connected = false and "
+                  "fd.name_changed = true)) and (fd.typechar = 4 or fd.typechar = 6) and "
+                  "fd.ip != \"0.0.0.0\" and fd.net != \"127.0.0.0/8\" and "
+                  "(evt.rawres >= 0 or evt.res = EINPROGRESS)")}
 NONCE_FIELDS = ("proc.cmdline=%proc.cmdline user=%user.name container=%container.name "
                 "image=%container.image.repository pod=%k8s.pod.name ns=%k8s.ns.name")
 _NAME = re.compile(r"^[A-Za-z0-9_.:/-]+$")
@@ -132,7 +143,7 @@ def component_items(ns: str, name: str, spec: dict) -> list[dict]:
               f"Unexpected listener in {name} port=%fd.sport", "WARNING"),
         _rule(f"kubeprobe: unexpected outbound connection from {name}",
               f"A process not allowed to connect out did so from {name}.",
-              f"outbound and {in_container}" + _unless(spec["outbound"], f"kubeprobe_{c}_outbound"),
+              f"kubeprobe_outbound and {in_container}" + _unless(spec["outbound"], f"kubeprobe_{c}_outbound"),
               f"Unexpected outbound connection from {name} to=%fd.sip:%fd.sport", "WARNING"),
     ]
     return items
@@ -189,7 +200,7 @@ def guidance_items(ns: str, doc: dict) -> list[dict]:
 def generate(doc: Any) -> str:
     doc = validate(doc)
     ns = doc.get("namespace", "kube-system")
-    items = [{"required_engine_version": "0.26.0"}]
+    items = [{"required_engine_version": "0.26.0"}, OUTBOUND_MACRO]
     for name in sorted(doc["components"]):
         items += component_items(ns, name, doc["components"][name])
     items += guidance_items(ns, doc)

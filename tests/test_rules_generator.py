@@ -132,3 +132,15 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "allowlist.components.etcd" in done.stderr
+
+
+def test_outbound_rules_see_in_cluster_destinations():
+    """Falco's stock `outbound` macro ignores RFC 1918 destinations (every pod, Service and
+    kind node address); the generated outbound rules must not inherit that blind spot."""
+    items = yaml.safe_load(generate(shipped_allowlist()))
+    outbound = [i for i in items if "rule" in i and "outbound connection" in i["rule"]]
+    assert outbound
+    for rule in outbound:
+        assert rule["condition"].startswith("kubeprobe_outbound and "), rule["rule"]
+    macro = next(i for i in items if i.get("macro") == "kubeprobe_outbound")
+    assert "rfc_1918" not in macro["condition"] and "127.0.0.0/8" in macro["condition"]
