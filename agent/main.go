@@ -293,9 +293,34 @@ func dechunk(data string) string {
 	return out.String()
 }
 
+// readSecretAfter is a long-running process that reads a mounted secret well after it
+// started: what a run-time rule on proc.duration must catch. It waits (the wait is the
+// behaviour under test, not a synchronisation), reads the file once and reports how much
+// it read, never the content.
+func readSecretAfter(args []string) int {
+	if len(args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: kubeprobe-agent read-secret-after SECONDS PATH [--kubeprobe-nonce=N]")
+		return 2
+	}
+	seconds, err := strconv.ParseFloat(args[0], 64)
+	if err != nil || seconds < 0 {
+		fmt.Fprintf(os.Stderr, "kubeprobe-agent: bad SECONDS %q\n", args[0])
+		return 2
+	}
+	started := time.Now()
+	time.Sleep(time.Duration(seconds * float64(time.Second)))
+	data, err := os.ReadFile(args[1])
+	if err != nil {
+		fmt.Printf("kubeprobe-agent: could not read %s after %.1fs: %v\n", args[1], time.Since(started).Seconds(), err)
+		return 3
+	}
+	fmt.Printf("kubeprobe-agent: read %d bytes of %s after %.1fs\n", len(data), args[1], time.Since(started).Seconds())
+	return 0
+}
+
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: kubeprobe-agent probe|sleep")
+		fmt.Fprintln(os.Stderr, "usage: kubeprobe-agent probe|sleep|read-secret-after")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
@@ -315,8 +340,10 @@ func main() {
 			vantage = "pod"
 		}
 		_ = json.NewEncoder(os.Stdout).Encode(run(p, vantage))
+	case "read-secret-after":
+		os.Exit(readSecretAfter(os.Args[2:]))
 	default:
-		fmt.Fprintln(os.Stderr, "usage: kubeprobe-agent probe|sleep")
+		fmt.Fprintln(os.Stderr, "usage: kubeprobe-agent probe|sleep|read-secret-after")
 		os.Exit(2)
 	}
 }

@@ -86,6 +86,8 @@ class AttackContext:
     workload_namespace: Callable[[], str] | None = None
     connect_timeout: float = 3.0
     read_timeout: float = 5.0
+    # The agent image the target can run (lab/kind load it; --probe-image elsewhere), or None.
+    probe_image: str | None = None
     # Per-attack nonce: carried in command lines, names and URIs so that an alert or an audit
     # event can be tied to this attack (parallel-safe, no shared cache to clear).
     nonce: str = field(default_factory=lambda: secrets.token_hex(4))

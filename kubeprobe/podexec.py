@@ -6,8 +6,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from kubernetes.client.rest import ApiException
 from kubernetes.stream import stream
 from kubernetes.stream.ws_client import ERROR_CHANNEL
+
+from kubeprobe.apiwire import classify_api_error
+from kubeprobe.outcome import Observation
 
 
 @dataclass
@@ -54,3 +58,30 @@ def _exit_status(text: str) -> tuple[int | None, str]:
         if cause.get("reason") == "ExitCode":
             return int(cause.get("message", "1")), ""
     return None, status.get("message", text)
+
+
+def component_pod(kube, component: str) -> str | None:
+    """Name of the kube-system pod labelled component=<component> (kubeadm's static pods),
+    or None when there is none."""
+    pods = kube.core.list_namespaced_pod("kube-system", label_selector=f"component={component}",
+                                         _request_timeout=kube.timeout).items
+    return pods[0].metadata.name if pods else None
+
+
+def exec_in_component(ctx, component: str, container: str, command: list[str]):
+    """Exec `command` (its `{nonce}` placeholders filled with the attack's nonce) in the
+    component's kube-system container. Returns (description, ExecResult), or an Observation
+    when nothing ran: no such pod (INCONCLUSIVE) or refused by the API server (BLOCKED by
+    401/403/admission). A binary missing from the image shows as `result.not_found`."""
+    pod = component_pod(ctx.kube, component)
+    if pod is None:
+        return Observation.inconclusive(f"no {component} pod in kube-system to exec into")
+    command = [part.format(nonce=ctx.nonce) for part in command]
+    what = f"exec {' '.join(command)} in kube-system/{pod}/{container}"
+    try:
+        result = exec_in_pod(ctx.kube, "kube-system", pod, container, command)
+    except ApiException as exc:
+        return classify_api_error(exc, what)
+    ctx.note(f"{what}: exit {result.returncode}"
+             + (f" ({command[0]} does not exist in the image)" if result.not_found else ""))
+    return what, result

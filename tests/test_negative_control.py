@@ -21,6 +21,11 @@ pytestmark = pytest.mark.skipif(not ROOT, reason="KUBEPROBE_NEGATIVE_CONTROL not
 CATALOG = load_catalog()
 BLOCK_TYPE = sorted(c.id for c in CATALOG.controls
                     if c.expectation("default") is Expectation.BLOCKED)
+ALERT_TYPE = [c for c in CATALOG.controls if c.expectation("default") is Expectation.ALERTED]
+# No Falco can run on the lab: its syscall-level controls are NOT-VERIFIED, but their attacks
+# must still have run for real. The audit log is real on hardened and absent on weak.
+FALCO_TYPE = sorted(c.id for c in ALERT_TYPE if c.alert["source"] == "falco")
+AUDIT_TYPE = sorted(c.id for c in ALERT_TYPE if c.alert["source"] == "audit")
 
 
 def results(profile: str) -> dict[str, dict]:
@@ -61,3 +66,19 @@ def test_alert_controls_are_never_a_pass_without_detector(hardened, weak):
             if row["expected"] in ("ALERTED", "BLOCKED_OR_ALERTED") and row["verdict"] == "PASS":
                 observed = row["observed"]
                 assert observed.startswith("BLOCKED") or row["reason"].startswith("alerted"), row
+
+
+@pytest.mark.parametrize("control_id", FALCO_TYPE)
+@pytest.mark.parametrize("profile", ["hardened", "weak"])
+def test_falco_control_attack_runs_and_is_not_verified(control_id, profile):
+    row = results(profile).get(control_id)
+    assert row is not None, f"{control_id} did not run on the {profile} lab"
+    assert row["verdict"] == "NOT-VERIFIED", f"{control_id} on {profile}: {row['verdict']}: {row['reason']}"
+    assert row["observed"] == "SUCCEEDED" or row["observed"].startswith("BLOCKED ("), (
+        f"{control_id} on {profile}: the attack itself did not run ({row['observed']}: {row['reason']})")
+
+
+@pytest.mark.parametrize("control_id", AUDIT_TYPE)
+def test_audit_control_passes_on_hardened_and_fails_on_weak(control_id, hardened, weak):
+    assert hardened[control_id]["verdict"] == "PASS", hardened[control_id]["reason"]
+    assert weak[control_id]["verdict"] == "FAIL", weak[control_id]["reason"]

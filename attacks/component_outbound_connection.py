@@ -1,0 +1,44 @@
+"""Open a connection out of a kube-system control-plane container from a process that is
+not allowed to connect out (intrusive). In etcd's distroless image the process is
+`etcdctl`, dialling the node's own address (the pod's hostIP, not loopback) on the etcd
+client port without credentials, asking for a key named after the attack's nonce. No key
+can be read: there is no client certificate and the server certificate is not trusted.
+
+SUCCEEDED: etcdctl ran and dialled out (connect(2) started: what an outbound rule sees);
+           its error shows how far the connection got (TLS handshake, certificate, refusal). The control expects the run-time detector to
+           ALERT (unexpected outbound connection).
+BLOCKED:   the API server refused the exec.
+INCONCLUSIVE: no route to the address (nothing was dialled), or etcdctl is missing.
+"""
+from kubeprobe.outcome import Observation
+from kubeprobe.podexec import component_pod, exec_in_component
+
+TARGETS = "apiserver"
+
+
+def run(ctx, target, component="etcd", container="etcd", port=2379):
+    name = component_pod(ctx.kube, component)
+    if name is None:
+        return Observation.inconclusive(f"no {component} pod in kube-system")
+    pod = ctx.kube.core.read_namespaced_pod(name, "kube-system", _request_timeout=ctx.kube.timeout)
+    host = pod.status.host_ip
+    if not host or host.startswith("127."):
+        return Observation.inconclusive(f"{name} has no non-loopback hostIP to dial ({host!r})")
+    endpoint = f"https://{host}:{port}"
+    command = ["etcdctl", f"--endpoints={endpoint}", "--dial-timeout=2s", "--command-timeout=3s",
+               "get", "kubeprobe-{nonce}"]
+    attempt = exec_in_component(ctx, component, container, command)
+    if isinstance(attempt, Observation):
+        return attempt
+    what, result = attempt
+    output = result.stdout + result.stderr
+    evidence = {"method": "kubectl exec through the API server", "destination": endpoint,
+                "nonce": ctx.nonce, "returncode": result.returncode, "output": output[-800:]}
+    if result.not_found:
+        return Observation.inconclusive(f"etcdctl is not in the {container} image", **evidence)
+    if result.returncode is None:
+        return Observation.inconclusive(f"{what}: no exit status", **evidence)
+    if any(s in output.lower() for s in ("network is unreachable", "no route to host")):
+        return Observation.inconclusive(f"{what}: no route, nothing was dialled", **evidence)
+    return Observation.succeeded(f"{what}: etcdctl dialled {endpoint} (exit {result.returncode})",
+                                 **evidence)

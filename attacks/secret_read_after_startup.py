@@ -1,0 +1,62 @@
+"""A long-running process reads its mounted ServiceAccount token well after start-up: the
+behaviour of a compromised service that starts harvesting credentials. A pod named after
+the attack's nonce runs the kubeprobe agent as its only process; the agent waits past the
+rule's start-up window (`after_seconds`, longer than the allowlist's secret_read_after_ns)
+and then reads the token once, reporting the size it read, never the content.
+
+The wait is the attack's own behaviour (a process must be old to be "after start-up"); the
+suite itself waits event-driven for the pod to finish, with a deadline.
+
+SUCCEEDED: the agent's log says it read N bytes of the token after the window. The control
+           expects the run-time detector to ALERT (secret read after start-up).
+BLOCKED:   admission refused the pod.
+INCONCLUSIVE: no probe image for this target, the pod did not finish in time, or no token
+           was mounted.
+"""
+from kubeprobe.context import Unavailable
+from kubeprobe.kube import wait_for
+from kubeprobe.outcome import Observation
+from kubeprobe.workloads import create_pod, restricted_container
+
+TARGETS = "apiserver"
+TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+
+def run(ctx, target, after_seconds=65, finish_within_seconds=60):
+    if ctx.probe_image is None:
+        raise Unavailable("no probe image for this target (pass --probe-image)")
+    name = ctx.unique_name("secret-read")
+    container = restricted_container("reader", ctx.probe_image)
+    container.update(command=["/kubeprobe-agent", "read-secret-after", str(after_seconds), TOKEN,
+                              f"--kubeprobe-nonce={ctx.nonce}"])
+    container["securityContext"]["readOnlyRootFilesystem"] = True
+    body = {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": ctx.labels},
+            "spec": {"containers": [container], "restartPolicy": "Never",
+                     "automountServiceAccountToken": True, "terminationGracePeriodSeconds": 0}}
+    what = f"read the mounted token {after_seconds}s after start-up in pod {name}"
+    created, refused = create_pod(ctx, what, body)
+    if refused:
+        return refused
+    namespace = created.metadata.namespace
+    phase = _wait_finished(ctx, namespace, name, after_seconds + finish_within_seconds)
+    log = ctx.kube.core.read_namespaced_pod_log(name, namespace, container="reader",
+                                                _request_timeout=ctx.kube.timeout) if phase else ""
+    evidence = {"pod": f"{namespace}/{name}", "phase": phase, "agent_log": log[-500:],
+                "nonce": ctx.nonce, "after_seconds": after_seconds}
+    if phase == "Succeeded" and f"of {TOKEN} after" in log:
+        return Observation.succeeded(f"{what}: {log.strip().splitlines()[-1]}", **evidence)
+    return Observation.inconclusive(f"{what}: the read did not happen (phase {phase or 'unknown'})",
+                                    **evidence)
+
+
+def _wait_finished(ctx, namespace: str, name: str, deadline_s: float) -> str | None:
+    """Pod phase once it is Succeeded or Failed; None if the deadline passed first."""
+    def finished():
+        phase = ctx.kube.core.read_namespaced_pod(
+            name, namespace, _request_timeout=ctx.kube.timeout).status.phase
+        return phase if phase in ("Succeeded", "Failed") else None
+    try:
+        return wait_for(finished, deadline_s, f"pod {namespace}/{name} to finish", interval_s=1.0)
+    except TimeoutError:
+        return None

