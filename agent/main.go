@@ -18,6 +18,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -318,9 +319,32 @@ func readSecretAfter(args []string) int {
 	return 0
 }
 
+// userManagementNames are the tools a "user management in a container" rule watches. Planted
+// under one of these names (attacks/user_management_in_component.py), the agent only says
+// what it stands in for: no user or group is touched.
+var userManagementNames = map[string]bool{"useradd": true, "userdel": true, "usermod": true,
+	"adduser": true, "passwd": true, "chpasswd": true, "groupadd": true, "gpasswd": true}
+
+// listenOnce opens a TCP listening socket on an ephemeral loopback port, reports it and
+// closes it: what a "process allowed to listen" rule must catch.
+func listenOnce() int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Printf("kubeprobe-agent: could not listen: %v\n", err)
+		return 3
+	}
+	fmt.Printf("kubeprobe-agent: listening on %s\n", ln.Addr())
+	_ = ln.Close()
+	return 0
+}
+
 func main() {
+	if name := filepath.Base(os.Args[0]); userManagementNames[name] {
+		fmt.Printf("kubeprobe-agent standing in for %s: no user or group was changed\n", name)
+		os.Exit(0)
+	}
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: kubeprobe-agent probe|sleep|read-secret-after")
+		fmt.Fprintln(os.Stderr, "usage: kubeprobe-agent probe|sleep|listen|read-secret-after")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
@@ -340,10 +364,12 @@ func main() {
 			vantage = "pod"
 		}
 		_ = json.NewEncoder(os.Stdout).Encode(run(p, vantage))
+	case "listen":
+		os.Exit(listenOnce())
 	case "read-secret-after":
 		os.Exit(readSecretAfter(os.Args[2:]))
 	default:
-		fmt.Fprintln(os.Stderr, "usage: kubeprobe-agent probe|sleep|read-secret-after")
+		fmt.Fprintln(os.Stderr, "usage: kubeprobe-agent probe|sleep|listen|read-secret-after")
 		os.Exit(2)
 	}
 }

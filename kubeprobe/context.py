@@ -88,6 +88,8 @@ class AttackContext:
     read_timeout: float = 5.0
     # The agent image the target can run (lab/kind load it; --probe-image elsewhere), or None.
     probe_image: str | None = None
+    # Node name -> testinfra backend URI (local:// on the lab, docker://<node> on kind), or None.
+    node_host: Callable[[str], str] | None = None
     # Per-attack nonce: carried in command lines, names and URIs so that an alert or an audit
     # event can be tied to this attack (parallel-safe, no shared cache to clear).
     nonce: str = field(default_factory=lambda: secrets.token_hex(4))

@@ -199,7 +199,8 @@ class Suite:
                             credentials=self.credentials, kube=self.kube,
                             workload_namespace=self.namespace.ensure,
                             connect_timeout=self.connect_timeout,
-                            read_timeout=self.read_timeout, probe_image=self.probe_image)
+                            read_timeout=self.read_timeout, probe_image=self.probe_image,
+                            node_host=self.target.node_host)
         skip_reason = None
         since = datetime.now(timezone.utc)
         try:

@@ -144,3 +144,14 @@ def test_outbound_rules_see_in_cluster_destinations():
         assert rule["condition"].startswith("kubeprobe_outbound and "), rule["rule"]
     macro = next(i for i in items if i.get("macro") == "kubeprobe_outbound")
     assert "rfc_1918" not in macro["condition"] and "127.0.0.0/8" in macro["condition"]
+
+
+def test_catalog_matcher_fields_are_in_the_rule_output():
+    """Falco's output_fields carry only the fields the rule's output names: a matcher on any
+    other field could never match."""
+    rules = {i["rule"]: i for i in yaml.safe_load(generate(shipped_allowlist())) if "rule" in i}
+    for control in load_catalog().controls:
+        if control.alert and control.alert.get("source") == "falco":
+            output = rules[control.alert["rule"]]["output"]
+            for field in control.alert.get("fields", {}):
+                assert f"%{field}" in output, (control.id, field)

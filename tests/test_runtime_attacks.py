@@ -60,3 +60,40 @@ def test_secret_read_waits_past_the_rules_start_up_window():
     control = load_catalog().get("RUNTIME-06")
     assert control.params["after_seconds"] * 1_000_000_000 > window_ns
     assert f"proc.duration > {window_ns}" in (FALCO / "kubeprobe_rules.yaml").read_text()
+
+
+def test_plant_copies_into_the_container_rootfs_and_cleans_up(tmp_path):
+    """kubeprobe.plant against a containerd-shaped task directory on this machine (local://,
+    as on the lab): found by container id, the binary lands below the rootfs /tmp, and the
+    registered cleanup removes it."""
+    import uuid
+    from types import SimpleNamespace
+
+    from kubeprobe import plant
+    from kubeprobe.context import AttackContext, Unavailable
+
+    cid = uuid.uuid4().hex * 2
+    state = Path(f"/run/kubeprobe-selftest-{cid[:8]}")
+    rootfs = state / "containerd/io.containerd.runtime.v2.task/k8s.io" / cid / "rootfs"
+    (rootfs / "tmp").mkdir(parents=True)
+    try:
+        pod = SimpleNamespace(
+            metadata=SimpleNamespace(name="etcd-node"), spec=SimpleNamespace(node_name="node"),
+            status=SimpleNamespace(container_statuses=[SimpleNamespace(
+                name="etcd", container_id=f"containerd://{cid}")]))
+        ctx = AttackContext(run_id="r1", control_id="RUNTIME-07", transport=None,
+                            credentials=None, node_host=lambda node: "local://")
+        binary = tmp_path / "tool"
+        binary.write_bytes(b"#!/bin/true\n")
+        inside = plant.plant(ctx, pod, "etcd", binary, "useradd")
+        assert inside == f"/tmp/kubeprobe-{ctx.nonce}/useradd"
+        planted = rootfs / inside.lstrip("/")
+        assert planted.read_bytes() == b"#!/bin/true\n" and planted.stat().st_mode & 0o111
+        assert [c.error for c in ctx.run_cleanups()] == [None]
+        assert list((rootfs / "tmp").iterdir()) == []
+        with pytest.raises(Unavailable, match="local:// or docker://"):
+            plant.plant(AttackContext(run_id="r1", control_id="RUNTIME-07", transport=None,
+                                      credentials=None, node_host=lambda node: "ssh://node"),
+                        pod, "etcd", binary, "useradd")
+    finally:
+        shutil.rmtree(state)

@@ -1,0 +1,30 @@
+"""Open a listening socket in a kube-system control-plane container from a process that is
+not allowed to listen (intrusive, needs node access). The listener is the kubeprobe agent,
+dropped into the container from the node (kubeprobe.plant) and started through `kubectl
+exec`: it listens on an ephemeral loopback port, reports it and closes it.
+
+SUCCEEDED: the planted process listened (its "listening on" line is the proof).
+BLOCKED:   the API server refused the exec.
+SKIP:      no node access for this target (only the lab and kind give it).
+"""
+from kubeprobe.outcome import Observation
+from kubeprobe.plant import plant_in_component
+from kubeprobe.podexec import exec_in_component
+
+TARGETS = "apiserver"
+
+
+def run(ctx, target, component="etcd", container="etcd"):
+    path = plant_in_component(ctx, component, container, "kubeprobe-agent")
+    attempt = exec_in_component(ctx, component, container,
+                                [path, "listen", "--kubeprobe-nonce={nonce}"])
+    if isinstance(attempt, Observation):
+        return attempt
+    what, result = attempt
+    evidence = {"method": "binary planted from the node, started with kubectl exec",
+                "nonce": ctx.nonce, "returncode": result.returncode,
+                "output": (result.stdout + result.stderr)[-500:]}
+    if result.returncode == 0 and "listening on " in result.stdout:
+        listened = result.stdout.split("listening on ", 1)[1].split()[0]
+        return Observation.succeeded(f"{what}: listened on {listened}", **evidence)
+    return Observation.inconclusive(f"{what}: nothing listened", **evidence)

@@ -1,0 +1,31 @@
+"""Run a user-management tool (`useradd`) inside a kube-system control-plane container
+(intrusive, needs node access). Distroless images ship no such tool, so the attacker's own
+copy is dropped into the container from the node (kubeprobe.plant: the kubeprobe agent
+under the name `useradd`; it changes no user) and started through `kubectl exec`. Falco's
+stock "User mgmt binaries" rule excludes containers; the generated rule does not.
+
+SUCCEEDED: the planted tool ran in the container (its output is the proof).
+BLOCKED:   the API server refused the exec.
+SKIP:      no node access for this target (only the lab and kind give it).
+"""
+from kubeprobe.outcome import Observation
+from kubeprobe.plant import plant_in_component
+from kubeprobe.podexec import exec_in_component
+
+TARGETS = "apiserver"
+
+
+def run(ctx, target, component="etcd", container="etcd", tool="useradd"):
+    path = plant_in_component(ctx, component, container, tool)
+    attempt = exec_in_component(ctx, component, container,
+                                [path, "--kubeprobe-nonce={nonce}", "kubeprobe-{nonce}"])
+    if isinstance(attempt, Observation):
+        return attempt
+    what, result = attempt
+    evidence = {"method": "binary planted from the node, started with kubectl exec",
+                "stand_in": f"the kubeprobe agent named {tool} (changes no user)",
+                "nonce": ctx.nonce, "returncode": result.returncode,
+                "output": (result.stdout + result.stderr)[-500:]}
+    if result.returncode == 0 and f"standing in for {tool}" in result.stdout:
+        return Observation.succeeded(f"{what}: {tool} ran in the container", **evidence)
+    return Observation.inconclusive(f"{what}: the planted {tool} did not run", **evidence)

@@ -1,0 +1,98 @@
+"""Drop a binary into a running container's root filesystem from its node: the position
+of an attacker with write access to the node (or to the container's filesystem), and the
+only way to start a process a distroless image does not ship (a user-management tool, a
+listener). The binary is the kubeprobe agent under the name the attack needs; removal is
+registered before the copy, so nothing stays in the container.
+
+Node access: `local://` (the lab: the runner is the node) or `docker://<node>` (kind).
+Other targets raise Unavailable (the control is then SKIPPED with the reason).
+"""
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+from kubeprobe.context import Unavailable
+
+# containerd v2 shims mount a container's root filesystem here (kind: /run/containerd; the
+# lab: its own state directory below /run).
+ROOTFS_GLOBS = ("/run/containerd/io.containerd.runtime.v2.task/k8s.io/{id}/rootfs",
+                "/run/*/containerd/io.containerd.runtime.v2.task/k8s.io/{id}/rootfs")
+
+
+def container_id(pod, container: str) -> str:
+    for status in pod.status.container_statuses or []:
+        if status.name == container and status.container_id:
+            runtime, _, cid = status.container_id.partition("://")
+            if runtime != "containerd":
+                raise Unavailable(f"container runtime {runtime} (planting needs containerd)")
+            return cid
+    raise Unavailable(f"{pod.metadata.name}/{container} has no running container")
+
+
+def _node_shell(uri: str, script: str) -> str:
+    if uri == "local://":
+        cmd = ["sh", "-c", script]
+    elif uri.startswith("docker://"):
+        cmd = ["docker", "exec", uri[len("docker://"):], "sh", "-c", script]
+    else:
+        raise Unavailable(f"planting a binary needs local:// or docker:// node access, not {uri}")
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    if done.returncode != 0:
+        raise RuntimeError(f"on {uri}: {script!r} failed: {done.stderr.strip()[:300]}")
+    return done.stdout
+
+
+def _copy_to_node(uri: str, source: Path, destination: str) -> None:
+    if uri == "local://":
+        shutil.copy2(source, destination)
+        return
+    node = uri[len("docker://"):]
+    done = subprocess.run(["docker", "cp", str(source), f"{node}:{destination}"],
+                          capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        raise RuntimeError(f"docker cp to {node} failed: {done.stderr.strip()[:300]}")
+
+
+def plant(ctx, pod, container: str, binary: Path, name: str) -> str:
+    """Copy `binary` into the container as /tmp/kubeprobe-<nonce>/<name>; return that path
+    (as seen inside the container). Its removal is registered first."""
+    if ctx.node_host is None:
+        raise Unavailable("no node access for this target (planting a binary needs it)")
+    uri = ctx.node_host(pod.spec.node_name)
+    cid = container_id(pod, container)
+    found = _node_shell(uri, "ls -d " + " ".join(g.format(id=cid) for g in ROOTFS_GLOBS)
+                        + " 2>/dev/null || true").split()
+    if len(found) != 1:
+        raise Unavailable(f"root filesystem of container {cid[:12]} not found on the node "
+                          f"({len(found)} candidates)")
+    inside = f"/tmp/kubeprobe-{ctx.nonce}"
+    on_node = found[0] + inside
+    ctx.defer(f"remove {inside} from {pod.metadata.name}/{container}", _node_shell, uri,
+              f"rm -rf {shlex.quote(on_node)}")
+    _node_shell(uri, f"mkdir -p {shlex.quote(on_node)}")
+    _copy_to_node(uri, binary, f"{on_node}/{name}")
+    _node_shell(uri, f"chmod 0755 {shlex.quote(on_node + '/' + name)}")
+    ctx.note(f"planted {binary.name} as {inside}/{name} in {pod.metadata.name}/{container} "
+             f"through {uri} (container root filesystem {found[0]})")
+    return f"{inside}/{name}"
+
+
+def agent_binary() -> Path:
+    """The static agent to plant; Unavailable when it cannot be built here (no Go)."""
+    from kubeprobe.agent import build_agent
+    try:
+        return build_agent()
+    except (OSError, RuntimeError) as exc:
+        raise Unavailable(f"the agent binary cannot be built here: {exc}") from None
+
+
+def plant_in_component(ctx, component: str, container: str, name: str) -> str:
+    """Plant the agent as `name` in the component's kube-system container; return its path."""
+    pods = ctx.kube.core.list_namespaced_pod("kube-system", label_selector=f"component={component}",
+                                             _request_timeout=ctx.kube.timeout).items
+    if not pods:
+        raise Unavailable(f"no {component} pod in kube-system")
+    return plant(ctx, pods[0], container, agent_binary(), name)
