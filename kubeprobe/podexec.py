@@ -23,7 +23,11 @@ class ExecResult:
 
     @property
     def not_found(self) -> bool:
-        """The binary does not exist in the image (distroless)."""
+        """The binary does not exist in the image (distroless): the runtime failed to start
+        it, so there is no exit code. A program that ran and printed "no such file" itself
+        (etcdctl dialling a missing socket) has one."""
+        if self.returncode is not None:
+            return False
         text = (self.stderr + self.stdout).lower()
         return "executable file not found" in text or "no such file or directory" in text
 
