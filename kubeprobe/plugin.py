@@ -60,6 +60,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="receive Falco http_output/falcosidekick alerts on this address")
     group.addoption("--falco-namespace", default="falco",
                     help="namespace of the Falco pods whose logs carry alerts")
+    group.addoption("--no-falco", action="store_true",
+                    help="do not install Falco on the hardened kind cluster")
     group.addoption("--alert-timeout", type=float, default=15.0,
                     help="seconds to wait for an expected alert (default 15)")
     group.addoption("--reports-dir", type=Path, default=REPO_ROOT / "reports",
@@ -134,7 +136,8 @@ def kubeprobe_target(request: pytest.FixtureRequest):
                          context=config.getoption("context"),
                          cluster_profile=config.getoption("cluster_profile"),
                          keep_cluster=config.getoption("keep_cluster"), run_id=run_id,
-                         extra_images=_agent_image(config))
+                         extra_images=_agent_image(config),
+                         install_falco=not config.getoption("no_falco"))
     try:
         target = resolve(opts)
     except TargetError as exc:
@@ -161,7 +164,8 @@ def kubeprobe_suite(request: pytest.FixtureRequest, kubeprobe_target):
                   read_timeout=config.getoption("read_timeout"),
                   intrusive=config.getoption("intrusive"),
                   pod_transport_factory=_pod_transport_factory(),
-                  probe_image=_probe_image(config, kubeprobe_target))
+                  probe_image=_probe_image(config, kubeprobe_target),
+                  falco_namespace=config.getoption("falco_namespace"))
     config.stash[SUITE_KEY]["suite"] = suite
     sources = detectors.sources_for(kubeprobe_target, kube, config.getoption("audit_log"),
                                     config.getoption("falco_receiver"),

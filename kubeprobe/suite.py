@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from kubernetes.client.rest import ApiException
 
-from kubeprobe import evidence
+from kubeprobe import evidence, falco
 from kubeprobe.alerts import parse_matcher
 from kubeprobe.catalog import Catalog, Control, load_attack
 from kubeprobe.context import AttackContext, Cleanup, Unavailable
@@ -105,6 +105,7 @@ class Suite:
     intrusive: bool = False
     pod_transport_factory: Callable[["Suite"], Transport] | None = None
     probe_image: str | None = None
+    falco_namespace: str = "falco"
     alert_sources: dict[str, Any] = field(default_factory=dict)  # name -> alerts.AlertSource
     alert_deadline_s: float = 15.0
     results: list[ControlResult] = field(default_factory=list)
@@ -155,6 +156,10 @@ class Suite:
                 "Alert sources": ", ".join(f"{n} ({type(s).__name__})"
                                            for n, s in sorted(self.alert_sources.items()))
                 or "none",
+                "Falco": "; ".join(filter(None, [self.target.falco,
+                                                 falco.describe(self.kube, self.falco_namespace)])),
+                "Falco rules (sha256)": ", ".join(f"{name} {digest[:16]}" for name, digest
+                                                  in falco.rules_hashes().items()),
                 "Catalog": str(self.catalog.path)}
 
     def run_control(self, control: Control) -> ControlResult:

@@ -20,6 +20,7 @@ from typing import Callable
 
 import yaml
 
+from kubeprobe import falco
 from kubeprobe.kube import TargetError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -40,6 +41,7 @@ class Target:
     node_host: Callable[[str], str] | None = None  # node name -> testinfra backend URI
     log_dir: Path | None = None
     images: list[str] = field(default_factory=list)  # refs of the extra images it was given
+    falco: str | None = None                    # what the target did about Falco, if anything
     teardown: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> list[str]:
@@ -62,6 +64,7 @@ class TargetOptions:
     keep_cluster: bool = False
     run_id: str = "local"
     extra_images: tuple[Path, ...] = ()
+    install_falco: bool = True                  # hardened kind: Falco with the project's rules
 
 
 def _run(cmd: list[str], timeout: float, what: str) -> str:
@@ -154,6 +157,11 @@ def _kind(opts: TargetOptions) -> Target:
                  f"loading {image.name} into kind")
             target.images += _archive_tags(image)
         apply_profile_manifests(kubeconfig, opts.cluster_profile)
+        if opts.cluster_profile == "hardened" and opts.install_falco:
+            try:
+                target.falco = falco.install(kubeconfig, workdir)
+            except falco.FalcoInstallError as exc:  # the run goes on: NOT-VERIFIED, said why
+                target.falco = f"not installed: {exc}"
     except TargetError:
         target.close()
         raise
