@@ -20,6 +20,7 @@ generator's output for fixtures/falco/allowlist.yaml (a self-test keeps them equ
       user_management_binaries: [useradd, passwd, ...]
       secret_dirs: [/var/run/secrets/kubernetes.io/serviceaccount]
       secret_read_after_ns: 60000000000
+      binary_dirs: [/bin, /usr/bin, /usr/local/bin, ...]
       nodeport_audit: true
 
 Macros used and not defined here are Falco's stock ones (falco_rules.yaml):
@@ -52,6 +53,9 @@ NONCE_FIELDS = ("proc.cmdline=%proc.cmdline user=%user.name container=%container
 _NAME = re.compile(r"^[A-Za-z0-9_.:/-]+$")
 COMPONENT_KEYS = {"container": str, "processes": list, "write_dirs": list, "listeners": list,
                   "outbound": list, "images": list}
+
+GUIDANCE_KEYS = {"kubelet_ports", "user_management_binaries", "secret_dirs",
+                 "secret_read_after_ns", "binary_dirs", "nodeport_audit"}
 
 
 class AllowlistError(ValueError):
@@ -90,10 +94,13 @@ def validate(doc: Any) -> dict:
     guidance = doc.get("guidance", {})
     if not isinstance(guidance, dict):
         raise AllowlistError("allowlist.guidance: must be a mapping")
+    unknown = sorted(set(guidance) - GUIDANCE_KEYS)
+    if unknown:
+        raise AllowlistError(f"allowlist.guidance.{unknown[0]}: unknown field")
     ports = guidance.get("kubelet_ports", [])
     if not isinstance(ports, list) or not all(isinstance(p, int) for p in ports):
         raise AllowlistError("allowlist.guidance.kubelet_ports: must be a list of port numbers")
-    for key in ("user_management_binaries", "secret_dirs"):
+    for key in ("user_management_binaries", "secret_dirs", "binary_dirs"):
         _strings(guidance.get(key, []), f"allowlist.guidance.{key}")
     return doc
 
@@ -179,6 +186,13 @@ def guidance_items(ns: str, doc: dict) -> list[dict]:
                         f"open_write and container and k8s.ns.name = {ns} and "
                         "fd.name startswith /etc/",
                         "Write below /etc in kube-system file=%fd.name", "ERROR")]
+    if g.get("binary_dirs"):
+        items += [{"list": "kubeprobe_binary_dirs", "items": g["binary_dirs"]},
+                  _rule("kubeprobe: write below a binary directory in a kube-system container",
+                        "A kube-system container wrote into a directory of executables.",
+                        f"open_write and container and k8s.ns.name = {ns} and "
+                        "fd.directory in (kubeprobe_binary_dirs)",
+                        "Write below a binary directory in kube-system file=%fd.name", "ERROR")]
     if g.get("secret_dirs"):
         after = int(g.get("secret_read_after_ns", 60_000_000_000))
         dirs = " or ".join(f"fd.name startswith {d}/" for d in g["secret_dirs"])

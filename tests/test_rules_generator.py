@@ -117,6 +117,10 @@ def test_outputs_carry_the_nonce_fields():
     (lambda d: d["guidance"].update(kubelet_ports=["10250"]),
      "allowlist.guidance.kubelet_ports"),
     (lambda d: d.update(components={}), "allowlist.components"),
+    (lambda d: d["guidance"].update(binary_dir=["/bin"]),
+     "allowlist.guidance.binary_dir: unknown field"),
+    (lambda d: d["guidance"].update(binary_dirs="/bin"),
+     "allowlist.guidance.binary_dirs: must be a list"),
 ])
 def test_bad_allowlist_names_the_field(mutate, message):
     doc = shipped_allowlist()
