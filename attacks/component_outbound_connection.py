@@ -27,18 +27,13 @@ def run(ctx, target, component="etcd", container="etcd", port=2379):
     endpoint = f"https://{host}:{port}"
     command = ["etcdctl", f"--endpoints={endpoint}", "--dial-timeout=2s", "--command-timeout=3s",
                "get", "kubeprobe-{nonce}"]
-    attempt = exec_in_component(ctx, component, container, command)
-    if isinstance(attempt, Observation):
-        return attempt
-    what, result = attempt
-    output = result.stdout + result.stderr
-    evidence = {"method": "kubectl exec through the API server", "destination": endpoint,
-                "nonce": ctx.nonce, "returncode": result.returncode, "output": output[-800:]}
-    if result.not_found:
-        return Observation.inconclusive(f"etcdctl is not in the {container} image", **evidence)
-    if result.returncode is None:
-        return Observation.inconclusive(f"{what}: no exit status", **evidence)
-    if any(s in output.lower() for s in ("network is unreachable", "no route to host")):
-        return Observation.inconclusive(f"{what}: no route, nothing was dialled", **evidence)
-    return Observation.succeeded(f"{what}: etcdctl dialled {endpoint} (exit {result.returncode})",
-                                 **evidence)
+    run = exec_in_component(ctx, component, container, command)
+    if isinstance(run, Observation):
+        return run
+    evidence = run.evidence(ctx.nonce, destination=endpoint)
+    if run.result.returncode is None:
+        return Observation.inconclusive(f"{run.what}: no exit status", **evidence)
+    if any(s in run.output.lower() for s in ("network is unreachable", "no route to host")):
+        return Observation.inconclusive(f"{run.what}: no route, nothing was dialled", **evidence)
+    return Observation.succeeded(f"{run.what}: etcdctl dialled {endpoint} "
+                                 f"(exit {run.result.returncode})", **evidence)

@@ -27,17 +27,12 @@ def etcdctl_write(directory: str, nonce: str) -> tuple[str, list[str]]:
 
 def run(ctx, target, directory="/tmp", component="etcd", container="etcd"):
     written, command = etcdctl_write(directory, ctx.nonce)
-    attempt = exec_in_component(ctx, component, container, command)
-    if isinstance(attempt, Observation):
-        return attempt
-    what, result = attempt
-    output = result.stdout + result.stderr
-    evidence = {"method": "kubectl exec through the API server", "file": written,
-                "nonce": ctx.nonce, "returncode": result.returncode, "output": output[-800:]}
-    if result.not_found:
-        return Observation.inconclusive(f"etcdctl is not in the {container} image", **evidence)
-    if CREATED in output and written in output:
-        return Observation.succeeded(f"{what}: wrote {written} (etcdctl removed it again)",
+    run = exec_in_component(ctx, component, container, command)
+    if isinstance(run, Observation):
+        return run
+    evidence = run.evidence(ctx.nonce, file=written)
+    if CREATED in run.output and written in run.output:
+        return Observation.succeeded(f"{run.what}: wrote {written} (etcdctl removed it again)",
                                      **evidence)
-    return Observation.inconclusive(f"{what}: etcdctl did not report creating {written}",
+    return Observation.inconclusive(f"{run.what}: etcdctl did not report creating {written}",
                                     **evidence)

@@ -12,7 +12,7 @@ from kubernetes.client.rest import ApiException
 
 from kubeprobe.apiwire import classify_api_error
 from kubeprobe.outcome import Observation
-from kubeprobe.workloads import create, create_pod, delete_quietly, impersonating, pod_manifest
+from kubeprobe.workloads import create, create_pod, impersonating, pod_manifest
 
 TARGETS = "apiserver"
 

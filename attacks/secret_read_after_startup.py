@@ -14,7 +14,7 @@ INCONCLUSIVE: no probe image for this target, the pod did not finish in time, or
            was mounted.
 """
 from kubeprobe.context import Unavailable
-from kubeprobe.kube import wait_for
+from kubeprobe.waiting import wait_for
 from kubeprobe.outcome import Observation
 from kubeprobe.workloads import create_pod, restricted_container
 

@@ -8,7 +8,7 @@ BLOCKED:   the API server refused the exec.
 SKIP:      no node access for this target (only the lab and kind give it).
 """
 from kubeprobe.outcome import Observation
-from kubeprobe.plant import plant_in_component
+from kubeprobe.plant import PLANTED, plant_in_component
 from kubeprobe.podexec import exec_in_component
 
 TARGETS = "apiserver"
@@ -16,15 +16,12 @@ TARGETS = "apiserver"
 
 def run(ctx, target, component="etcd", container="etcd"):
     path = plant_in_component(ctx, component, container, "kubeprobe-agent")
-    attempt = exec_in_component(ctx, component, container,
-                                [path, "listen", "--kubeprobe-nonce={nonce}"])
-    if isinstance(attempt, Observation):
-        return attempt
-    what, result = attempt
-    evidence = {"method": "binary planted from the node, started with kubectl exec",
-                "nonce": ctx.nonce, "returncode": result.returncode,
-                "output": (result.stdout + result.stderr)[-500:]}
-    if result.returncode == 0 and "listening on " in result.stdout:
-        listened = result.stdout.split("listening on ", 1)[1].split()[0]
-        return Observation.succeeded(f"{what}: listened on {listened}", **evidence)
-    return Observation.inconclusive(f"{what}: nothing listened", **evidence)
+    run = exec_in_component(ctx, component, container,
+                            [path, "listen", "--kubeprobe-nonce={nonce}"], PLANTED)
+    if isinstance(run, Observation):
+        return run
+    if run.result.returncode == 0 and "listening on " in run.result.stdout:
+        listened = run.result.stdout.split("listening on ", 1)[1].split()[0]
+        return Observation.succeeded(f"{run.what}: listened on {listened}",
+                                     **run.evidence(ctx.nonce))
+    return Observation.inconclusive(f"{run.what}: nothing listened", **run.evidence(ctx.nonce))

@@ -18,16 +18,13 @@ def run(ctx, target, component="etcd", container="etcd",
                     ["etcdctl", "--endpoints=unix:///kubeprobe-{nonce}", "version"])):
     tried = []
     for command in candidates:
-        attempt = exec_in_component(ctx, component, container, command)
-        if isinstance(attempt, Observation):
-            return attempt
-        what, result = attempt
-        if result.not_found:
+        run = exec_in_component(ctx, component, container, command, missing_ok=True)
+        if isinstance(run, Observation):
+            return run
+        if run.result.not_found:
             tried.append(f"{command[0]}: not in the {container} image")
             continue
-        return Observation.succeeded(f"{what}: the process ran (exit {result.returncode})",
-                                     method="kubectl exec through the API server",
-                                     nonce=ctx.nonce, tried=tried,
-                                     stdout=result.stdout[:200], stderr=result.stderr[:200])
+        return Observation.succeeded(f"{run.what}: the process ran (exit {run.result.returncode})",
+                                     **run.evidence(ctx.nonce, tried=tried))
     return Observation.inconclusive(f"none of the candidate binaries exists in the {container} "
                                     "container", tried=tried)

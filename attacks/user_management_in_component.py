@@ -9,7 +9,7 @@ BLOCKED:   the API server refused the exec.
 SKIP:      no node access for this target (only the lab and kind give it).
 """
 from kubeprobe.outcome import Observation
-from kubeprobe.plant import plant_in_component
+from kubeprobe.plant import PLANTED, plant_in_component
 from kubeprobe.podexec import exec_in_component
 
 TARGETS = "apiserver"
@@ -17,15 +17,12 @@ TARGETS = "apiserver"
 
 def run(ctx, target, component="etcd", container="etcd", tool="useradd"):
     path = plant_in_component(ctx, component, container, tool)
-    attempt = exec_in_component(ctx, component, container,
-                                [path, "--kubeprobe-nonce={nonce}", "kubeprobe-{nonce}"])
-    if isinstance(attempt, Observation):
-        return attempt
-    what, result = attempt
-    evidence = {"method": "binary planted from the node, started with kubectl exec",
-                "stand_in": f"the kubeprobe agent named {tool} (changes no user)",
-                "nonce": ctx.nonce, "returncode": result.returncode,
-                "output": (result.stdout + result.stderr)[-500:]}
-    if result.returncode == 0 and f"standing in for {tool}" in result.stdout:
-        return Observation.succeeded(f"{what}: {tool} ran in the container", **evidence)
-    return Observation.inconclusive(f"{what}: the planted {tool} did not run", **evidence)
+    run = exec_in_component(ctx, component, container,
+                            [path, "--kubeprobe-nonce={nonce}", "kubeprobe-{nonce}"], PLANTED)
+    if isinstance(run, Observation):
+        return run
+    evidence = run.evidence(ctx.nonce, stand_in=f"the kubeprobe agent named {tool} "
+                                                 "(changes no user)")
+    if run.result.returncode == 0 and f"standing in for {tool}" in run.result.stdout:
+        return Observation.succeeded(f"{run.what}: {tool} ran in the container", **evidence)
+    return Observation.inconclusive(f"{run.what}: the planted {tool} did not run", **evidence)

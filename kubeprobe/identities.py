@@ -9,7 +9,8 @@ from kubernetes.client.rest import ApiException
 
 from kubeprobe import pki
 from kubeprobe.context import AttackContext, Unavailable
-from kubeprobe.kube import Kube, wait_for
+from kubeprobe.kube import Kube
+from kubeprobe.waiting import wait_for
 from kubeprobe.net import ClientCert
 
 KUBE_APISERVER_CLIENT_SIGNER = "kubernetes.io/kube-apiserver-client"

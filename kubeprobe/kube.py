@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 from urllib.parse import urlsplit
 
 import urllib3
@@ -34,20 +32,6 @@ class ApiUnavailable(Exception):
 def is_connection_failure(exc: BaseException) -> bool:
     return isinstance(exc, (urllib3.exceptions.MaxRetryError, urllib3.exceptions.ProtocolError,
                             urllib3.exceptions.TimeoutError, ConnectionError, TimeoutError))
-
-
-def wait_for(condition: Callable[[], Any], deadline_s: float, what: str,
-             interval_s: float = 0.2) -> Any:
-    """Poll `condition` until it returns a truthy value or the deadline passes (then raise
-    TimeoutError naming `what`). The interval is a poll period, not a sleep hiding a race."""
-    end = time.monotonic() + deadline_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= end:
-            raise TimeoutError(f"timed out after {deadline_s:.0f}s waiting for {what}")
-        threading.Event().wait(min(interval_s, max(0.0, end - time.monotonic())))
 
 
 @dataclass

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from kubeprobe.context import Unavailable
 
+PLANTED = "binary planted from the node, started with kubectl exec"
 # containerd v2 shims mount a container's root filesystem here (kind: /run/containerd; the
 # lab: its own state directory below /run).
 ROOTFS_GLOBS = ("/run/containerd/io.containerd.runtime.v2.task/k8s.io/{id}/rootfs",

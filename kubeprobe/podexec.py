@@ -72,11 +72,30 @@ def component_pod(kube, component: str) -> str | None:
     return pods[0].metadata.name if pods else None
 
 
-def exec_in_component(ctx, component: str, container: str, command: list[str]):
+@dataclass
+class ComponentExec:
+    """A command that was started in a kube-system container, and how."""
+    what: str
+    result: ExecResult
+    method: str = "kubectl exec through the API server"
+
+    @property
+    def output(self) -> str:
+        return self.result.stdout + self.result.stderr
+
+    def evidence(self, nonce: str, **extra) -> dict:
+        return {"method": self.method, "nonce": nonce, "returncode": self.result.returncode,
+                "output": self.output[-800:], **extra}
+
+
+def exec_in_component(ctx, component: str, container: str, command: list[str],
+                      method: str = "kubectl exec through the API server",
+                      missing_ok: bool = False):
     """Exec `command` (its `{nonce}` placeholders filled with the attack's nonce) in the
-    component's kube-system container. Returns (description, ExecResult), or an Observation
-    when nothing ran: no such pod (INCONCLUSIVE) or refused by the API server (BLOCKED by
-    401/403/admission). A binary missing from the image shows as `result.not_found`."""
+    component's kube-system container. Returns a ComponentExec, or an Observation when
+    nothing ran: no such pod (INCONCLUSIVE) or refused by the API server (BLOCKED by
+    401/403/admission) or the binary is not in the image (INCONCLUSIVE; with `missing_ok`
+    the caller gets the ComponentExec and checks `result.not_found` itself)."""
     pod = component_pod(ctx.kube, component)
     if pod is None:
         return Observation.inconclusive(f"no {component} pod in kube-system to exec into")
@@ -88,4 +107,8 @@ def exec_in_component(ctx, component: str, container: str, command: list[str]):
         return classify_api_error(exc, what)
     ctx.note(f"{what}: exit {result.returncode}"
              + (f" ({command[0]} does not exist in the image)" if result.not_found else ""))
-    return what, result
+    run = ComponentExec(what, result, method)
+    if result.not_found and not missing_ok:
+        return Observation.inconclusive(f"{command[0]} is not in the {container} image",
+                                        **run.evidence(ctx.nonce))
+    return run

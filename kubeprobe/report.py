@@ -62,7 +62,7 @@ def _exchange_html(exchange: dict) -> str:
 def evidence_html(data: dict) -> str:
     colour = VERDICT_COLOURS.get(data["verdict"], "#000")
     parts = [
-        f'<div class="kubeprobe-evidence" style="font-family:sans-serif;font-size:13px">',
+        '<div class="kubeprobe-evidence" style="font-family:sans-serif;font-size:13px">',
         f'<p><b style="color:{colour}">{_e(data["verdict"])}</b>: {_e(data["reason"])}</p>',
         "<table>",
         *(f"<tr><th style='text-align:left;padding-right:1em'>{_e(k)}</th><td>{_e(v)}</td></tr>"

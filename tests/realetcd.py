@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kubeprobe import pki
-from kubeprobe.kube import wait_for
+from kubeprobe.waiting import wait_for
 from kubeprobe.net import ClientCert, Probe, RunnerTransport
 
 MODES = ("mtls", "tls_no_client_auth", "plain", "cluster_ca_trusted")

@@ -10,27 +10,12 @@ import os
 import shlex
 import signal
 import subprocess
-import time
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
+
+from kubeprobe.waiting import WaitTimeout, wait_for
 
 MNT_DETACH = 2
-
-
-class WaitTimeout(Exception):
-    pass
-
-
-def wait_for(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.2):
-    """Poll `condition` until it returns something truthy or `timeout` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 def run(args: list[str], check: bool = True, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
@@ -147,7 +132,7 @@ def remove_cgroup_subtree(name: str, deadline_s: float = 15.0) -> None:
                 pass
         return not _cgroup_dirs(name)
     try:
-        wait_for(removed, deadline_s, f"the {name} cgroups to be removable", interval=0.1)
+        wait_for(removed, deadline_s, f"the {name} cgroups to be removable", interval_s=0.1)
     except WaitTimeout:
         pass
 
