@@ -151,10 +151,21 @@ def import_into_containerd(tar: Path | str, address: str, namespace: str = "k8s.
         raise RuntimeError(f"ctr images import {tar} failed: {proc.stderr.strip() or proc.stdout.strip()}")
     with tarfile.open(tar) as archive:
         manifest = json.load(archive.extractfile("manifest.json"))
+    return add_digest_refs(["ctr", "--address", address, "--namespace", namespace],
+                           [t for entry in manifest for t in entry.get("RepoTags") or []])
+
+
+def add_digest_refs(ctr: Sequence[str], tags: Sequence[str]) -> list[str]:
+    """For each imported `name:tag`, add `name@sha256:<manifest digest>` with `ctr images tag`
+    (`ctr` is the command prefix: local, or `docker exec <kind node> ctr -n k8s.io`).
+    Returns every ref the images now answer to."""
     refs = []
-    for tag in (normalize_ref(t) for entry in manifest for t in entry.get("RepoTags") or []):
-        digest_ref = tag.rsplit(":", 1)[0] + "@" + containerd_image_digest(tag, address, namespace)
-        subprocess.run(base + ["tag", "--force", tag, digest_ref], capture_output=True, text=True, check=True)
+    for tag in (normalize_ref(t) for t in tags):
+        listing = subprocess.run([*ctr, "images", "ls", f"name=={tag}"], capture_output=True,
+                                 text=True, check=True).stdout
+        digest_ref = tag.rsplit(":", 1)[0] + "@" + digest_from_ctr_listing(listing, tag)
+        subprocess.run([*ctr, "images", "tag", "--force", tag, digest_ref], capture_output=True,
+                       text=True, check=True)
         refs += [tag, digest_ref]
     return refs
 
@@ -204,11 +215,18 @@ def _ldd(path: Path) -> list[Path]:
 
 def containerd_image_digest(ref: str, address: str, namespace: str = "k8s.io") -> str:
     """The manifest digest containerd gave an imported image, for `name@sha256:...` refs."""
-    ref = normalize_ref(ref)
     proc = subprocess.run(["ctr", "--address", address, "--namespace", namespace, "images", "ls",
-                           f"name=={ref}"], capture_output=True, text=True, check=True)
-    for line in proc.stdout.splitlines()[1:]:
+                           f"name=={normalize_ref(ref)}"], capture_output=True, text=True,
+                          check=True)
+    return digest_from_ctr_listing(proc.stdout, ref, namespace)
+
+
+def digest_from_ctr_listing(listing: str, ref: str, namespace: str = "k8s.io") -> str:
+    """The DIGEST column of `ctr images ls` (REF TYPE DIGEST SIZE ...) for `ref`."""
+    ref = normalize_ref(ref)
+    for line in listing.splitlines()[1:]:
         fields = line.split()
         if fields and fields[0] == ref:
             return next(f for f in fields if f.startswith("sha256:"))
     raise RuntimeError(f"{ref} is not in containerd namespace {namespace}")
+

@@ -20,7 +20,7 @@ from typing import Callable
 
 import yaml
 
-from kubeprobe import falco
+from kubeprobe import falco, images
 from kubeprobe.kube import TargetError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -155,7 +155,12 @@ def _kind(opts: TargetOptions) -> Target:
         for image in opts.extra_images:
             _run(["kind", "load", "image-archive", str(image), "--name", name], 300,
                  f"loading {image.name} into kind")
-            target.images += _archive_tags(image)
+            # As on the lab: a name@sha256 ref, so digest-pinning policies admit the pod.
+            node_ctr = ["docker", "exec", f"{name}-control-plane", "ctr", "--namespace", "k8s.io"]
+            try:
+                target.images += images.add_digest_refs(node_ctr, _archive_tags(image))
+            except (subprocess.CalledProcessError, RuntimeError) as exc:
+                raise TargetError(f"pinning {image.name} by digest in kind failed: {exc}") from None
         apply_profile_manifests(kubeconfig, opts.cluster_profile)
         if opts.cluster_profile == "hardened" and opts.install_falco:
             try:

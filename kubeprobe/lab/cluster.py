@@ -215,7 +215,7 @@ class _Up:
         self.save()
         host.wait_for(lambda: containerd_socket().is_socket() and host.run(
             ["ctr", "--address", str(containerd_socket()), "version"], check=False).returncode == 0,
-            30, "containerd to answer", interval=0.1)
+            30, "containerd to answer", interval_s=0.1)
 
     def kubeadm(self, *args: str, log_name: str, timeout: float = 300) -> None:
         cmd = [str(self.bin / "kubeadm"), *args, "--config", str(LAB_DIR / "kubeadm.yaml"), "-v=1"]
@@ -267,7 +267,7 @@ class _Up:
             return
         args = [a for f in files for a in ("-f", str(f))]
         host.wait_for(lambda: self.kubectl("apply", *args, check=False).returncode == 0, 60,
-                      f"kubectl apply of {directory}", interval=1)
+                      f"kubectl apply of {directory}", interval_s=1)
         self.say(f"applied {len(files)} file(s) from {directory}")
 
     def run(self) -> LabState:

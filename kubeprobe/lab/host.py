@@ -72,7 +72,7 @@ def kill_pids(pids: Iterable[int], groups: bool = False, grace: float = 5.0) -> 
                 pass
         try:
             wait_for(lambda: not any(process_alive(p) for p in pids), grace if sig == signal.SIGTERM else 10,
-                     "processes to exit", interval=0.05)
+                     "processes to exit", interval_s=0.05)
             return
         except WaitTimeout:
             continue
