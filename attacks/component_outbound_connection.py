@@ -5,8 +5,9 @@ client port without credentials, asking for a key named after the attack's nonce
 can be read: there is no client certificate and the server certificate is not trusted.
 
 SUCCEEDED: etcdctl ran and dialled out (connect(2) started: what an outbound rule sees);
-           its error shows how far the connection got (TLS handshake, certificate, refusal). The control expects the run-time detector to
-           ALERT (unexpected outbound connection).
+           its error shows how far the connection got (TLS handshake, certificate,
+           refusal). The control expects the run-time detector to ALERT (unexpected
+           outbound connection).
 BLOCKED:   the API server refused the exec.
 INCONCLUSIVE: no route to the address (nothing was dialled), or etcdctl is missing.
 """
@@ -17,23 +18,24 @@ TARGETS = "apiserver"
 
 
 def run(ctx, target, component="etcd", container="etcd", port=2379):
-    name = component_pod(ctx.kube, component)
-    if name is None:
+    pod = component_pod(ctx.kube, component)
+    if pod is None:
         return Observation.inconclusive(f"no {component} pod in kube-system")
-    pod = ctx.kube.core.read_namespaced_pod(name, "kube-system", _request_timeout=ctx.kube.timeout)
     host = pod.status.host_ip
     if not host or host.startswith("127."):
-        return Observation.inconclusive(f"{name} has no non-loopback hostIP to dial ({host!r})")
+        return Observation.inconclusive(f"{pod.metadata.name} has no non-loopback hostIP to "
+                                        f"dial ({host!r})")
     endpoint = f"https://{host}:{port}"
     command = ["etcdctl", f"--endpoints={endpoint}", "--dial-timeout=2s", "--command-timeout=3s",
                "get", "kubeprobe-{nonce}"]
-    run = exec_in_component(ctx, component, container, command)
-    if isinstance(run, Observation):
-        return run
-    evidence = run.evidence(ctx.nonce, destination=endpoint)
-    if run.result.returncode is None:
-        return Observation.inconclusive(f"{run.what}: no exit status", **evidence)
-    if any(s in run.output.lower() for s in ("network is unreachable", "no route to host")):
-        return Observation.inconclusive(f"{run.what}: no route, nothing was dialled", **evidence)
-    return Observation.succeeded(f"{run.what}: etcdctl dialled {endpoint} "
-                                 f"(exit {run.result.returncode})", **evidence)
+    started = exec_in_component(ctx, component, container, command)
+    if isinstance(started, Observation):
+        return started
+    evidence = started.evidence(ctx.nonce, destination=endpoint)
+    if started.result.returncode is None:
+        return Observation.inconclusive(f"{started.what}: no exit status", **evidence)
+    if any(s in started.output.lower() for s in ("network is unreachable", "no route to host")):
+        return Observation.inconclusive(f"{started.what}: no route, nothing was dialled",
+                                        **evidence)
+    return Observation.succeeded(f"{started.what}: etcdctl dialled {endpoint} "
+                                 f"(exit {started.result.returncode})", **evidence)

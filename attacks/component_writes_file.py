@@ -27,12 +27,12 @@ def etcdctl_write(directory: str, nonce: str) -> tuple[str, list[str]]:
 
 def run(ctx, target, directory="/tmp", component="etcd", container="etcd"):
     written, command = etcdctl_write(directory, ctx.nonce)
-    run = exec_in_component(ctx, component, container, command)
-    if isinstance(run, Observation):
-        return run
-    evidence = run.evidence(ctx.nonce, file=written)
-    if CREATED in run.output and written in run.output:
-        return Observation.succeeded(f"{run.what}: wrote {written} (etcdctl removed it again)",
+    started = exec_in_component(ctx, component, container, command)
+    if isinstance(started, Observation):
+        return started
+    evidence = started.evidence(ctx.nonce, file=written)
+    if CREATED in started.output and written in started.output:
+        return Observation.succeeded(f"{started.what}: wrote {written} (etcdctl removed it again)",
                                      **evidence)
-    return Observation.inconclusive(f"{run.what}: etcdctl did not report creating {written}",
+    return Observation.inconclusive(f"{started.what}: etcdctl did not report creating {written}",
                                     **evidence)

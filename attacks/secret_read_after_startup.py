@@ -5,21 +5,25 @@ rule's start-up window (`after_seconds`, longer than the allowlist's secret_read
 and then reads the token once, reporting the size it read, never the content.
 
 The wait is the attack's own behaviour (a process must be old to be "after start-up"); the
-suite itself waits event-driven for the pod to finish, with a deadline.
+suite itself polls the pod until it finishes or gets stuck, within a deadline.
 
 SUCCEEDED: the agent's log says it read N bytes of the token after the window. The control
            expects the run-time detector to ALERT (secret read after start-up).
 BLOCKED:   admission refused the pod.
-INCONCLUSIVE: no probe image for this target, the pod did not finish in time, or no token
+INCONCLUSIVE: the pod did not finish in time or got stuck (image missing), or no token
            was mounted.
+SKIP:      no probe image for this target (an existing cluster without --probe-image).
 """
 from kubeprobe.context import Unavailable
-from kubeprobe.waiting import wait_for
 from kubeprobe.outcome import Observation
+from kubeprobe.waiting import wait_for
 from kubeprobe.workloads import create_pod, restricted_container
 
 TARGETS = "apiserver"
 TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+# Container states that will not resolve by waiting: stop at once instead of at the deadline.
+STUCK = {"ErrImageNeverPull", "ErrImagePull", "ImagePullBackOff", "InvalidImageName",
+         "CreateContainerConfigError", "CreateContainerError"}
 
 
 def run(ctx, target, after_seconds=65, finish_within_seconds=60):
@@ -40,8 +44,9 @@ def run(ctx, target, after_seconds=65, finish_within_seconds=60):
         return refused
     namespace = created.metadata.namespace
     phase = _wait_finished(ctx, namespace, name, after_seconds + finish_within_seconds)
-    log = ctx.kube.core.read_namespaced_pod_log(name, namespace, container="reader",
-                                                _request_timeout=ctx.kube.timeout) if phase else ""
+    log = ctx.kube.core.read_namespaced_pod_log(
+        name, namespace, container="reader", _request_timeout=ctx.kube.timeout
+    ) if phase in ("Succeeded", "Failed") else ""
     evidence = {"pod": f"{namespace}/{name}", "phase": phase, "agent_log": log[-500:],
                 "nonce": ctx.nonce, "after_seconds": after_seconds}
     if phase == "Succeeded" and f"of {TOKEN} after" in log:
@@ -51,11 +56,18 @@ def run(ctx, target, after_seconds=65, finish_within_seconds=60):
 
 
 def _wait_finished(ctx, namespace: str, name: str, deadline_s: float) -> str | None:
-    """Pod phase once it is Succeeded or Failed; None if the deadline passed first."""
+    """Pod phase once it is Succeeded or Failed, `Waiting: <reason>` when its container is
+    stuck (image missing, bad config), None if the deadline passed first."""
     def finished():
-        phase = ctx.kube.core.read_namespaced_pod(
-            name, namespace, _request_timeout=ctx.kube.timeout).status.phase
-        return phase if phase in ("Succeeded", "Failed") else None
+        status = ctx.kube.core.read_namespaced_pod(
+            name, namespace, _request_timeout=ctx.kube.timeout).status
+        if status.phase in ("Succeeded", "Failed"):
+            return status.phase
+        for container in status.container_statuses or []:
+            waiting = container.state.waiting if container.state else None
+            if waiting is not None and waiting.reason in STUCK:
+                return f"Waiting: {waiting.reason}: {waiting.message or ''}".strip(": ")
+        return None
     try:
         return wait_for(finished, deadline_s, f"pod {namespace}/{name} to finish", interval_s=1.0)
     except TimeoutError:

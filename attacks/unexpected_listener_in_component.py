@@ -16,12 +16,13 @@ TARGETS = "apiserver"
 
 def run(ctx, target, component="etcd", container="etcd"):
     path = plant_in_component(ctx, component, container, "kubeprobe-agent")
-    run = exec_in_component(ctx, component, container,
+    started = exec_in_component(ctx, component, container,
                             [path, "listen", "--kubeprobe-nonce={nonce}"], PLANTED)
-    if isinstance(run, Observation):
-        return run
-    if run.result.returncode == 0 and "listening on " in run.result.stdout:
-        listened = run.result.stdout.split("listening on ", 1)[1].split()[0]
-        return Observation.succeeded(f"{run.what}: listened on {listened}",
-                                     **run.evidence(ctx.nonce))
-    return Observation.inconclusive(f"{run.what}: nothing listened", **run.evidence(ctx.nonce))
+    if isinstance(started, Observation):
+        return started
+    if started.result.returncode == 0 and "listening on " in started.result.stdout:
+        listened = started.result.stdout.split("listening on ", 1)[1].split()[0]
+        return Observation.succeeded(f"{started.what}: listened on {listened}",
+                                     **started.evidence(ctx.nonce))
+    return Observation.inconclusive(f"{started.what}: nothing listened",
+                                    **started.evidence(ctx.nonce))

@@ -18,13 +18,14 @@ def run(ctx, target, component="etcd", container="etcd",
                     ["etcdctl", "--endpoints=unix:///kubeprobe-{nonce}", "version"])):
     tried = []
     for command in candidates:
-        run = exec_in_component(ctx, component, container, command, missing_ok=True)
-        if isinstance(run, Observation):
-            return run
-        if run.result.not_found:
+        started = exec_in_component(ctx, component, container, command, missing_ok=True)
+        if isinstance(started, Observation):
+            return started
+        if started.result.not_found:
             tried.append(f"{command[0]}: not in the {container} image")
             continue
-        return Observation.succeeded(f"{run.what}: the process ran (exit {run.result.returncode})",
-                                     **run.evidence(ctx.nonce, tried=tried))
+        return Observation.succeeded(f"{started.what}: the process ran "
+                                     f"(exit {started.result.returncode})",
+                                     **started.evidence(ctx.nonce, tried=tried))
     return Observation.inconclusive(f"none of the candidate binaries exists in the {container} "
                                     "container", tried=tried)

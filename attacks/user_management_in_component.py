@@ -2,7 +2,8 @@
 (intrusive, needs node access). Distroless images ship no such tool, so the attacker's own
 copy is dropped into the container from the node (kubeprobe.plant: the kubeprobe agent
 under the name `useradd`; it changes no user) and started through `kubectl exec`. Falco's
-stock "User mgmt binaries" rule excludes containers; the generated rule does not.
+stock "User mgmt binaries" rule excludes containers; the generated rule does not. `tool`
+must be a name the agent stands in for (userManagementNames in agent/main.go).
 
 SUCCEEDED: the planted tool ran in the container (its output is the proof).
 BLOCKED:   the API server refused the exec.
@@ -17,12 +18,12 @@ TARGETS = "apiserver"
 
 def run(ctx, target, component="etcd", container="etcd", tool="useradd"):
     path = plant_in_component(ctx, component, container, tool)
-    run = exec_in_component(ctx, component, container,
+    started = exec_in_component(ctx, component, container,
                             [path, "--kubeprobe-nonce={nonce}", "kubeprobe-{nonce}"], PLANTED)
-    if isinstance(run, Observation):
-        return run
-    evidence = run.evidence(ctx.nonce, stand_in=f"the kubeprobe agent named {tool} "
+    if isinstance(started, Observation):
+        return started
+    evidence = started.evidence(ctx.nonce, stand_in=f"the kubeprobe agent named {tool} "
                                                  "(changes no user)")
-    if run.result.returncode == 0 and f"standing in for {tool}" in run.result.stdout:
-        return Observation.succeeded(f"{run.what}: {tool} ran in the container", **evidence)
-    return Observation.inconclusive(f"{run.what}: the planted {tool} did not run", **evidence)
+    if started.result.returncode == 0 and f"standing in for {tool}" in started.result.stdout:
+        return Observation.succeeded(f"{started.what}: {tool} ran in the container", **evidence)
+    return Observation.inconclusive(f"{started.what}: the planted {tool} did not run", **evidence)

@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 from kubeprobe.context import Unavailable
+from kubeprobe.podexec import component_pod
 
 PLANTED = "binary planted from the node, started with kubectl exec"
 # containerd v2 shims mount a container's root filesystem here (kind: /run/containerd; the
@@ -92,8 +93,7 @@ def agent_binary() -> Path:
 
 def plant_in_component(ctx, component: str, container: str, name: str) -> str:
     """Plant the agent as `name` in the component's kube-system container; return its path."""
-    pods = ctx.kube.core.list_namespaced_pod("kube-system", label_selector=f"component={component}",
-                                             _request_timeout=ctx.kube.timeout).items
-    if not pods:
+    pod = component_pod(ctx.kube, component)
+    if pod is None:
         raise Unavailable(f"no {component} pod in kube-system")
-    return plant(ctx, pods[0], container, agent_binary(), name)
+    return plant(ctx, pod, container, agent_binary(), name)

@@ -64,12 +64,12 @@ def _exit_status(text: str) -> tuple[int | None, str]:
     return None, status.get("message", text)
 
 
-def component_pod(kube, component: str) -> str | None:
-    """Name of the kube-system pod labelled component=<component> (kubeadm's static pods),
-    or None when there is none."""
+def component_pod(kube, component: str):
+    """The kube-system pod labelled component=<component> (kubeadm's static pods), or None
+    when there is none."""
     pods = kube.core.list_namespaced_pod("kube-system", label_selector=f"component={component}",
                                          _request_timeout=kube.timeout).items
-    return pods[0].metadata.name if pods else None
+    return pods[0] if pods else None
 
 
 @dataclass
@@ -96,9 +96,10 @@ def exec_in_component(ctx, component: str, container: str, command: list[str],
     nothing ran: no such pod (INCONCLUSIVE) or refused by the API server (BLOCKED by
     401/403/admission) or the binary is not in the image (INCONCLUSIVE; with `missing_ok`
     the caller gets the ComponentExec and checks `result.not_found` itself)."""
-    pod = component_pod(ctx.kube, component)
-    if pod is None:
+    found = component_pod(ctx.kube, component)
+    if found is None:
         return Observation.inconclusive(f"no {component} pod in kube-system to exec into")
+    pod = found.metadata.name
     command = [part.format(nonce=ctx.nonce) for part in command]
     what = f"exec {' '.join(command)} in kube-system/{pod}/{container}"
     try:
