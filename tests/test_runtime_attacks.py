@@ -97,3 +97,21 @@ def test_plant_copies_into_the_container_rootfs_and_cleans_up(tmp_path):
                         pod, "etcd", binary, "useradd")
     finally:
         shutil.rmtree(state)
+
+
+@pytest.mark.skipif(shutil.which("go") is None, reason="needs Go to build the agent")
+def test_agent_stand_ins_for_planting(tmp_path):
+    """What RUNTIME-07/08 plant: under a user-management name the agent only says what it
+    stands in for; in `listen` mode it really listens (a bound loopback port) and closes."""
+    from kubeprobe.agent import build_agent
+    useradd = tmp_path / "useradd"
+    shutil.copy2(build_agent(), useradd)
+    done = subprocess.run([str(useradd), "--kubeprobe-nonce=n0nce", "kubeprobe-n0nce"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0
+    assert done.stdout == "kubeprobe-agent standing in for useradd: no user or group was changed\n"
+    listen = subprocess.run([str(build_agent()), "listen", "--kubeprobe-nonce=n0nce"],
+                            capture_output=True, text=True, timeout=30)
+    assert listen.returncode == 0, listen.stdout + listen.stderr
+    host, port = listen.stdout.split("listening on ", 1)[1].split()[0].rsplit(":", 1)
+    assert host == "127.0.0.1" and 0 < int(port) < 65536
