@@ -60,6 +60,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="receive Falco http_output/falcosidekick alerts on this address")
     group.addoption("--falco-namespace", default="falco",
                     help="namespace of the Falco pods whose logs carry alerts")
+    group.addoption("--require-alerts", action="store_true",
+                    help="NOT-VERIFIED fails the run (exit 1): for pipelines that must prove "
+                         "detection, not only prevention")
     group.addoption("--no-falco", action="store_true",
                     help="do not install Falco on the hardened kind cluster")
     group.addoption("--alert-timeout", type=float, default=15.0,
@@ -219,11 +222,21 @@ def enforce(suite: Suite, control, item: pytest.Item) -> None:
     item.user_properties.extend([("control", control.id), ("verdict", result.verdict.value),
                                  ("expected", result.expected.value),
                                  ("observed", result.observed)])
-    if result.verdict is Verdict.PASS:
-        return
-    if result.verdict in (Verdict.SKIP, Verdict.NOT_VERIFIED):
+    what = verdict_outcome(result.verdict, item.config.getoption("require_alerts"))
+    if what == "skip":
         pytest.skip(f"{result.verdict.value}: {result.reason}")
-    pytest.fail(f"{result.verdict.value}: {result.reason}", pytrace=False)
+    if what == "fail":
+        pytest.fail(f"{result.verdict.value}: {result.reason}", pytrace=False)
+
+
+def verdict_outcome(verdict: Verdict, require_alerts: bool = False) -> str:
+    """pass | skip | fail for a verdict. NOT-VERIFIED is never a pass; with
+    --require-alerts it is a failure."""
+    if verdict is Verdict.PASS:
+        return "pass"
+    if verdict is Verdict.SKIP or (verdict is Verdict.NOT_VERIFIED and not require_alerts):
+        return "skip"
+    return "fail"
 
 
 @pytest.hookimpl(hookwrapper=True)

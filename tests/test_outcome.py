@@ -58,3 +58,15 @@ def test_alert_decides_when_a_source_is_configured():
 def test_blocked_or_alerted_passes_on_block_without_alert_source():
     obs = Observation.blocked(Authority.HTTP_401, "401")
     assert judge(Expectation.BLOCKED_OR_ALERTED, ACCEPT_401, obs, {}).verdict is Verdict.PASS
+
+
+@pytest.mark.parametrize(("verdict", "require_alerts", "expected"), [
+    (Verdict.PASS, False, "pass"), (Verdict.PASS, True, "pass"),
+    (Verdict.SKIP, False, "skip"), (Verdict.SKIP, True, "skip"),
+    (Verdict.NOT_VERIFIED, False, "skip"), (Verdict.NOT_VERIFIED, True, "fail"),
+    (Verdict.FAIL, False, "fail"), (Verdict.ERROR, False, "fail"),
+])
+def test_pytest_outcome_of_each_verdict(verdict, require_alerts, expected):
+    """NOT-VERIFIED is never a pass; --require-alerts turns it into a failure (exit 1)."""
+    from kubeprobe.plugin import verdict_outcome
+    assert verdict_outcome(verdict, require_alerts) == expected
