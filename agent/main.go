@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -338,13 +339,77 @@ func listenOnce() int {
 	return 0
 }
 
+// systemBinaryNames are ordinary system tools that never talk to the network. Planted under
+// one of these names (attacks/system_binary_network_in_component.py) with ADDRESS as its
+// first argument, the agent opens one TCP connection to ADDRESS and closes it.
+var systemBinaryNames = map[string]bool{"sha256sum": true, "md5sum": true, "cat": true,
+	"ls": true, "date": true, "touch": true}
+
+func connectAs(name string, args []string) int {
+	if len(args) < 1 {
+		fmt.Fprintf(os.Stderr, "usage: %s ADDRESS\n", name)
+		return 2
+	}
+	conn, err := net.DialTimeout("tcp", args[0], 3*time.Second)
+	if err != nil {
+		fmt.Printf("kubeprobe-agent standing in for %s: dial %s: %v\n", name, args[0], err)
+		return 3
+	}
+	fmt.Printf("kubeprobe-agent standing in for %s: connected to %s\n", name, conn.RemoteAddr())
+	_ = conn.Close()
+	return 0
+}
+
+// changeNetworkNamespace calls setns(2) for the calling thread on its own network namespace:
+// what a "change thread namespace" rule watches. Without CAP_SYS_ADMIN the kernel refuses
+// (EPERM); the call is made either way and its result is reported.
+func changeNetworkNamespace() int {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	ns, err := os.Open("/proc/self/ns/net")
+	if err != nil {
+		fmt.Printf("kubeprobe-agent: could not open /proc/self/ns/net: %v\n", err)
+		return 3
+	}
+	defer ns.Close()
+	number, known := setnsSyscall[runtime.GOARCH]
+	if !known {
+		fmt.Printf("kubeprobe-agent: no setns syscall number for %s\n", runtime.GOARCH)
+		return 3
+	}
+	_, _, errno := syscall.RawSyscall(number, ns.Fd(), syscall.CLONE_NEWNET, 0)
+	result := "0 (joined)"
+	if errno != 0 {
+		result = fmt.Sprintf("-1 %s (%s)", errnoName(errno), errno.Error())
+	}
+	fmt.Printf("kubeprobe-agent: setns(/proc/self/ns/net, CLONE_NEWNET) returned %s\n", result)
+	return 0
+}
+
+// setnsSyscall: the standard library's syscall package does not name setns(2).
+var setnsSyscall = map[string]uintptr{"amd64": 308, "arm64": 268}
+
+func errnoName(errno syscall.Errno) string {
+	switch errno {
+	case syscall.EPERM:
+		return "EPERM"
+	case syscall.EINVAL:
+		return "EINVAL"
+	}
+	return fmt.Sprintf("errno %d", int(errno))
+}
+
 func main() {
-	if name := filepath.Base(os.Args[0]); userManagementNames[name] {
+	name := filepath.Base(os.Args[0])
+	if userManagementNames[name] {
 		fmt.Printf("kubeprobe-agent standing in for %s: no user or group was changed\n", name)
 		os.Exit(0)
 	}
+	if systemBinaryNames[name] {
+		os.Exit(connectAs(name, os.Args[1:]))
+	}
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: kubeprobe-agent probe|sleep|listen|read-secret-after")
+		fmt.Fprintln(os.Stderr, "usage: kubeprobe-agent probe|sleep|listen|setns|read-secret-after")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
@@ -366,10 +431,12 @@ func main() {
 		_ = json.NewEncoder(os.Stdout).Encode(run(p, vantage))
 	case "listen":
 		os.Exit(listenOnce())
+	case "setns":
+		os.Exit(changeNetworkNamespace())
 	case "read-secret-after":
 		os.Exit(readSecretAfter(os.Args[2:]))
 	default:
-		fmt.Fprintln(os.Stderr, "usage: kubeprobe-agent probe|sleep|listen|read-secret-after")
+		fmt.Fprintln(os.Stderr, "usage: kubeprobe-agent probe|sleep|listen|setns|read-secret-after")
 		os.Exit(2)
 	}
 }

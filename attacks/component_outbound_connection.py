@@ -12,7 +12,7 @@ BLOCKED:   the API server refused the exec.
 INCONCLUSIVE: no route to the address (nothing was dialled), or etcdctl is missing.
 """
 from kubeprobe.outcome import Observation
-from kubeprobe.podexec import component_pod, exec_in_component
+from kubeprobe.podexec import component_pod, exec_in_component, node_address
 
 TARGETS = "apiserver"
 
@@ -21,11 +21,11 @@ def run(ctx, target, component="etcd", container="etcd", port=2379):
     pod = component_pod(ctx.kube, component)
     if pod is None:
         return Observation.inconclusive(f"no {component} pod in kube-system")
-    host = pod.status.host_ip
-    if not host or host.startswith("127."):
+    address = node_address(pod, port)
+    if address is None:
         return Observation.inconclusive(f"{pod.metadata.name} has no non-loopback hostIP to "
-                                        f"dial ({host!r})")
-    endpoint = f"https://{host}:{port}"
+                                        f"dial ({pod.status.host_ip!r})")
+    endpoint = f"https://{address}"
     command = ["etcdctl", f"--endpoints={endpoint}", "--dial-timeout=2s", "--command-timeout=3s",
                "get", "kubeprobe-{nonce}"]
     started = exec_in_component(ctx, component, container, command)

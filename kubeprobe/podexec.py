@@ -72,6 +72,15 @@ def component_pod(kube, component: str):
     return pods[0] if pods else None
 
 
+def node_address(pod, port: int) -> str | None:
+    """host:port on the pod's node address (its hostIP; kubeadm's etcd listens there too),
+    or None when the pod has no non-loopback hostIP yet."""
+    host = pod.status.host_ip
+    if not host or host.startswith("127.") or host == "::1":
+        return None
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 @dataclass
 class ComponentExec:
     """A command that was started in a kube-system container, and how."""

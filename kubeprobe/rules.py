@@ -21,6 +21,8 @@ generator's output for fixtures/falco/allowlist.yaml (a self-test keeps them equ
       secret_dirs: [/var/run/secrets/kubernetes.io/serviceaccount]
       secret_read_after_ns: 60000000000
       binary_dirs: [/bin, /usr/bin, /usr/local/bin, ...]
+      system_binaries: [sha256sum, cat, ls, ...]   # tools that never use the network
+      namespace_change: true                       # alert on setns
       nodeport_audit: true
 
 Macros used and not defined here are Falco's stock ones (falco_rules.yaml):
@@ -55,7 +57,8 @@ COMPONENT_KEYS = {"container": str, "processes": list, "write_dirs": list, "list
                   "outbound": list, "images": list}
 
 GUIDANCE_KEYS = {"kubelet_ports", "user_management_binaries", "secret_dirs",
-                 "secret_read_after_ns", "binary_dirs", "nodeport_audit"}
+                 "secret_read_after_ns", "binary_dirs", "system_binaries", "namespace_change",
+                 "nodeport_audit"}
 
 
 class AllowlistError(ValueError):
@@ -100,8 +103,15 @@ def validate(doc: Any) -> dict:
     ports = guidance.get("kubelet_ports", [])
     if not isinstance(ports, list) or not all(isinstance(p, int) for p in ports):
         raise AllowlistError("allowlist.guidance.kubelet_ports: must be a list of port numbers")
-    for key in ("user_management_binaries", "secret_dirs", "binary_dirs"):
+    for key in ("user_management_binaries", "secret_dirs", "binary_dirs", "system_binaries"):
         _strings(guidance.get(key, []), f"allowlist.guidance.{key}")
+    for key in ("nodeport_audit", "namespace_change"):
+        if not isinstance(guidance.get(key, False), bool):
+            raise AllowlistError(f"allowlist.guidance.{key}: must be true or false")
+    after = guidance.get("secret_read_after_ns", 0)
+    if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+        raise AllowlistError("allowlist.guidance.secret_read_after_ns: must be a number of "
+                             "nanoseconds")
     return doc
 
 
@@ -193,6 +203,23 @@ def guidance_items(ns: str, doc: dict) -> list[dict]:
                         f"open_write and container and k8s.ns.name = {ns} and "
                         "fd.directory in (kubeprobe_binary_dirs)",
                         "Write below a binary directory in kube-system file=%fd.name", "ERROR")]
+    if g.get("system_binaries"):
+        items += [{"list": "kubeprobe_system_binaries", "items": g["system_binaries"]},
+                  _rule("kubeprobe: system binary network activity in a kube-system container",
+                        "A system tool that never uses the network connected out from a "
+                        "kube-system container.",
+                        "evt.type = connect and evt.dir = < and (fd.typechar = 4 or "
+                        f"fd.typechar = 6) and container and k8s.ns.name = {ns} and "
+                        "proc.name in (kubeprobe_system_binaries)",
+                        "System binary network activity in kube-system to=%fd.sip:%fd.sport",
+                        "ERROR")]
+    if g.get("namespace_change"):
+        items.append(_rule("kubeprobe: namespace change in a kube-system container",
+                           "A process in a kube-system container called setns (attempted "
+                           "container escape or lateral move between namespaces).",
+                           f"evt.type = setns and evt.dir = < and container and "
+                           f"k8s.ns.name = {ns}",
+                           "Namespace change in kube-system res=%evt.res", "ERROR"))
     if g.get("secret_dirs"):
         after = int(g.get("secret_read_after_ns", 60_000_000_000))
         dirs = " or ".join(f"fd.name startswith {d}/" for d in g["secret_dirs"])

@@ -121,6 +121,10 @@ def test_outputs_carry_the_nonce_fields():
      "allowlist.guidance.binary_dir: unknown field"),
     (lambda d: d["guidance"].update(binary_dirs="/bin"),
      "allowlist.guidance.binary_dirs: must be a list"),
+    (lambda d: d["guidance"].update(namespace_change="yes"),
+     "allowlist.guidance.namespace_change: must be true or false"),
+    (lambda d: d["guidance"].update(secret_read_after_ns="60s"),
+     "allowlist.guidance.secret_read_after_ns: must be a number"),
 ])
 def test_bad_allowlist_names_the_field(mutate, message):
     doc = shipped_allowlist()

@@ -115,3 +115,30 @@ def test_agent_stand_ins_for_planting(tmp_path):
     assert listen.returncode == 0, listen.stdout + listen.stderr
     host, port = listen.stdout.split("listening on ", 1)[1].split()[0].rsplit(":", 1)
     assert host == "127.0.0.1" and 0 < int(port) < 65536
+
+
+@pytest.mark.skipif(shutil.which("go") is None, reason="needs Go to build the agent")
+def test_agent_stand_ins_for_setns_and_a_networking_system_tool(tmp_path):
+    """RUNTIME-10/11: setns is really called (refused without CAP_SYS_ADMIN, as in a
+    kube-system container); a tool named sha256sum really connects, and says so only then."""
+    import socket
+
+    from attacks import namespace_change_in_component
+    from kubeprobe.agent import build_agent
+    agent = str(build_agent())
+    no_caps = ["setpriv", "--inh-caps=-all", "--bounding-set=-all"]
+    if shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv (util-linux) to drop capabilities")
+    done = subprocess.run([*no_caps, agent, "setns"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0
+    assert namespace_change_in_component.REPORTED + "-1 EPERM" in done.stdout
+    tool = tmp_path / "sha256sum"
+    shutil.copy2(agent, tool)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        address = "127.0.0.1:%d" % server.getsockname()[1]
+        done = subprocess.run([str(tool), address], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and f"connected to {address}" in done.stdout
+    closed = subprocess.run([str(tool), address], capture_output=True, text=True, timeout=30)
+    assert closed.returncode == 3 and "connected to" not in closed.stdout
