@@ -11,17 +11,14 @@ BLOCKED:   the API server refused the exec.
 SKIP:      no node access for this target (only the lab and kind give it).
 """
 from kubeprobe.outcome import Observation
-from kubeprobe.plant import PLANTED, plant_in_component
-from kubeprobe.podexec import exec_in_component
+from kubeprobe.plant import run_planted
 
 TARGETS = "apiserver"
 REPORTED = "setns(/proc/self/ns/net, CLONE_NEWNET) returned "
 
 
 def run(ctx, target, component="etcd", container="etcd"):
-    path = plant_in_component(ctx, component, container, "kubeprobe-agent")
-    started = exec_in_component(ctx, component, container,
-                                [path, "setns", "--kubeprobe-nonce={nonce}"], PLANTED)
+    started = run_planted(ctx, component, container, "kubeprobe-agent", ["setns"])
     if isinstance(started, Observation):
         return started
     evidence = started.evidence(ctx.nonce)

@@ -11,8 +11,8 @@ INCONCLUSIVE: the connection failed (nothing to detect), or the tool did not run
 SKIP:      no node access for this target (only the lab and kind give it).
 """
 from kubeprobe.outcome import Observation
-from kubeprobe.plant import PLANTED, plant_in_component
-from kubeprobe.podexec import component_pod, exec_in_component, node_address
+from kubeprobe.plant import run_planted
+from kubeprobe.podexec import component_pod, node_address
 
 TARGETS = "apiserver"
 
@@ -22,9 +22,7 @@ def run(ctx, target, component="etcd", container="etcd", tool="sha256sum", port=
     address = node_address(pod, port) if pod is not None else None
     if address is None:
         return Observation.inconclusive(f"no {component} pod with a node address to connect to")
-    path = plant_in_component(ctx, component, container, tool)
-    started = exec_in_component(ctx, component, container,
-                                [path, address, "--kubeprobe-nonce={nonce}"], PLANTED)
+    started = run_planted(ctx, component, container, tool, [address])
     if isinstance(started, Observation):
         return started
     evidence = started.evidence(ctx.nonce, destination=address,

@@ -8,16 +8,13 @@ BLOCKED:   the API server refused the exec.
 SKIP:      no node access for this target (only the lab and kind give it).
 """
 from kubeprobe.outcome import Observation
-from kubeprobe.plant import PLANTED, plant_in_component
-from kubeprobe.podexec import exec_in_component
+from kubeprobe.plant import run_planted
 
 TARGETS = "apiserver"
 
 
 def run(ctx, target, component="etcd", container="etcd"):
-    path = plant_in_component(ctx, component, container, "kubeprobe-agent")
-    started = exec_in_component(ctx, component, container,
-                            [path, "listen", "--kubeprobe-nonce={nonce}"], PLANTED)
+    started = run_planted(ctx, component, container, "kubeprobe-agent", ["listen"])
     if isinstance(started, Observation):
         return started
     if started.result.returncode == 0 and "listening on " in started.result.stdout:

@@ -10,16 +10,13 @@ BLOCKED:   the API server refused the exec.
 SKIP:      no node access for this target (only the lab and kind give it).
 """
 from kubeprobe.outcome import Observation
-from kubeprobe.plant import PLANTED, plant_in_component
-from kubeprobe.podexec import exec_in_component
+from kubeprobe.plant import run_planted
 
 TARGETS = "apiserver"
 
 
 def run(ctx, target, component="etcd", container="etcd", tool="useradd"):
-    path = plant_in_component(ctx, component, container, tool)
-    started = exec_in_component(ctx, component, container,
-                            [path, "--kubeprobe-nonce={nonce}", "kubeprobe-{nonce}"], PLANTED)
+    started = run_planted(ctx, component, container, tool, ["kubeprobe-{nonce}"])
     if isinstance(started, Observation):
         return started
     evidence = started.evidence(ctx.nonce, stand_in=f"the kubeprobe agent named {tool} "

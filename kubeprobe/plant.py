@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 from kubeprobe.context import Unavailable
-from kubeprobe.podexec import component_pod
+from kubeprobe.podexec import component_pod, exec_in_component
 
 PLANTED = "binary planted from the node, started with kubectl exec"
 # containerd v2 shims mount a container's root filesystem here (kind: /run/containerd; the
@@ -97,3 +97,12 @@ def plant_in_component(ctx, component: str, container: str, name: str) -> str:
     if pod is None:
         raise Unavailable(f"no {component} pod in kube-system")
     return plant(ctx, pod, container, agent_binary(), name)
+
+
+def run_planted(ctx, component: str, container: str, name: str, args: list[str]):
+    """Plant the agent as `name` in the component's container and start it there with
+    `args` (plus the nonce) through `kubectl exec`. Returns the ComponentExec, or the
+    Observation when the exec was refused or could not run."""
+    path = plant_in_component(ctx, component, container, name)
+    return exec_in_component(ctx, component, container,
+                             [path, *args, "--kubeprobe-nonce={nonce}"], PLANTED)
