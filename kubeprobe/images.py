@@ -213,14 +213,6 @@ def _ldd(path: Path) -> list[Path]:
     return libs
 
 
-def containerd_image_digest(ref: str, address: str, namespace: str = "k8s.io") -> str:
-    """The manifest digest containerd gave an imported image, for `name@sha256:...` refs."""
-    proc = subprocess.run(["ctr", "--address", address, "--namespace", namespace, "images", "ls",
-                           f"name=={normalize_ref(ref)}"], capture_output=True, text=True,
-                          check=True)
-    return digest_from_ctr_listing(proc.stdout, ref, namespace)
-
-
 def digest_from_ctr_listing(listing: str, ref: str, namespace: str = "k8s.io") -> str:
     """The DIGEST column of `ctr images ls` (REF TYPE DIGEST SIZE ...) for `ref`."""
     ref = normalize_ref(ref)
@@ -229,4 +221,3 @@ def digest_from_ctr_listing(listing: str, ref: str, namespace: str = "k8s.io") -
         if fields and fields[0] == ref:
             return next(f for f in fields if f.startswith("sha256:"))
     raise RuntimeError(f"{ref} is not in containerd namespace {namespace}")
-
