@@ -16,14 +16,10 @@ SKIP:      no probe image for this target (an existing cluster without --probe-i
 """
 from kubeprobe.context import Unavailable
 from kubeprobe.outcome import Observation
-from kubeprobe.waiting import wait_for
-from kubeprobe.workloads import create_pod, restricted_container
+from kubeprobe.workloads import create_pod, restricted_container, wait_for_pod
 
 TARGETS = "apiserver"
 TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
-# Container states that will not resolve by waiting: stop at once instead of at the deadline.
-STUCK = {"ErrImageNeverPull", "ErrImagePull", "ImagePullBackOff", "InvalidImageName",
-         "CreateContainerConfigError", "CreateContainerError"}
 
 
 def run(ctx, target, after_seconds=65, finish_within_seconds=60):
@@ -43,7 +39,8 @@ def run(ctx, target, after_seconds=65, finish_within_seconds=60):
     if refused:
         return refused
     namespace = created.metadata.namespace
-    phase = _wait_finished(ctx, namespace, name, after_seconds + finish_within_seconds)
+    phase = wait_for_pod(ctx, namespace, name, ("Succeeded", "Failed"),
+                         after_seconds + finish_within_seconds)
     log = ctx.kube.core.read_namespaced_pod_log(
         name, namespace, container="reader", _request_timeout=ctx.kube.timeout
     ) if phase in ("Succeeded", "Failed") else ""
@@ -53,22 +50,3 @@ def run(ctx, target, after_seconds=65, finish_within_seconds=60):
         return Observation.succeeded(f"{what}: {log.strip().splitlines()[-1]}", **evidence)
     return Observation.inconclusive(f"{what}: the read did not happen (phase {phase or 'unknown'})",
                                     **evidence)
-
-
-def _wait_finished(ctx, namespace: str, name: str, deadline_s: float) -> str | None:
-    """Pod phase once it is Succeeded or Failed, `Waiting: <reason>` when its container is
-    stuck (image missing, bad config), None if the deadline passed first."""
-    def finished():
-        status = ctx.kube.core.read_namespaced_pod(
-            name, namespace, _request_timeout=ctx.kube.timeout).status
-        if status.phase in ("Succeeded", "Failed"):
-            return status.phase
-        for container in status.container_statuses or []:
-            waiting = container.state.waiting if container.state else None
-            if waiting is not None and waiting.reason in STUCK:
-                return f"Waiting: {waiting.reason}: {waiting.message or ''}".strip(": ")
-        return None
-    try:
-        return wait_for(finished, deadline_s, f"pod {namespace}/{name} to finish", interval_s=1.0)
-    except TimeoutError:
-        return None

@@ -23,10 +23,12 @@ generator's output for fixtures/falco/allowlist.yaml (a self-test keeps them equ
       binary_dirs: [/bin, /usr/bin, /usr/local/bin, ...]
       system_binaries: [sha256sum, cat, ls, ...]   # tools that never use the network
       namespace_change: true                       # alert on setns
+      privileged_allowed: [kube-system/kube-proxy]  # namespace/container that may be privileged
+      sensitive_mounts: [/, /proc*, /etc, ...]     # host paths no container may mount
       nodeport_audit: true
 
 Macros used and not defined here are Falco's stock ones (falco_rules.yaml):
-spawned_process, open_write, open_read, container. The stock `outbound` macro is *not*
+spawned_process, open_write, open_read, container, container_started. The stock `outbound` macro is *not*
 used: it drops every destination in RFC 1918 space (`not fd.snet in (rfc_1918_addresses)`),
 i.e. every pod, Service and kind node address, so a kube-system container talking to
 anything inside the cluster would never alert. `kubeprobe_outbound` keeps the stock shape
@@ -42,7 +44,7 @@ from typing import Any
 
 import yaml
 
-STOCK_MACROS = ("spawned_process", "open_write", "open_read", "container")
+STOCK_MACROS = ("spawned_process", "open_write", "open_read", "container", "container_started")
 OUTBOUND_MACRO = {
     "macro": "kubeprobe_outbound",
     "condition": ("((evt.type = connect and evt.dir = <) or (evt.type in (sendto, sendmsg) and "
@@ -58,7 +60,9 @@ COMPONENT_KEYS = {"container": str, "processes": list, "write_dirs": list, "list
 
 GUIDANCE_KEYS = {"kubelet_ports", "user_management_binaries", "secret_dirs",
                  "secret_read_after_ns", "binary_dirs", "system_binaries", "namespace_change",
-                 "nodeport_audit"}
+                 "privileged_allowed", "sensitive_mounts", "nodeport_audit"}
+_MOUNT = re.compile(r"^/[A-Za-z0-9_.:/-]*\*?$")
+_NS_CONTAINER = re.compile(r"^[a-z0-9-]+/[a-z0-9.-]+$")
 
 
 class AllowlistError(ValueError):
@@ -105,6 +109,16 @@ def validate(doc: Any) -> dict:
         raise AllowlistError("allowlist.guidance.kubelet_ports: must be a list of port numbers")
     for key in ("user_management_binaries", "secret_dirs", "binary_dirs", "system_binaries"):
         _strings(guidance.get(key, []), f"allowlist.guidance.{key}")
+    allowed = guidance.get("privileged_allowed", [])
+    if not isinstance(allowed, list) or not all(isinstance(a, str) and _NS_CONTAINER.match(a)
+                                                for a in allowed):
+        raise AllowlistError("allowlist.guidance.privileged_allowed: must be a list of "
+                             "namespace/container names")
+    mounts = guidance.get("sensitive_mounts", [])
+    if not isinstance(mounts, list) or not all(isinstance(m, str) and _MOUNT.match(m)
+                                               for m in mounts):
+        raise AllowlistError("allowlist.guidance.sensitive_mounts: must be a list of absolute "
+                             "host paths (a trailing * allowed)")
     for key in ("nodeport_audit", "namespace_change"):
         if not isinstance(guidance.get(key, False), bool):
             raise AllowlistError(f"allowlist.guidance.{key}: must be true or false")
@@ -220,6 +234,21 @@ def guidance_items(ns: str, doc: dict) -> list[dict]:
                            f"evt.type = setns and evt.dir = < and container and "
                            f"k8s.ns.name = {ns}",
                            "Namespace change in kube-system res=%evt.res", "ERROR"))
+    if "privileged_allowed" in g:
+        allowed = " or ".join(f"(k8s.ns.name = {entry.split('/')[0]} and "
+                              f"container.name = {entry.split('/')[1]})"
+                              for entry in g["privileged_allowed"])
+        items.append(_rule("kubeprobe: privileged container started",
+                           "A privileged container started that is not on the allowlist.",
+                           "container_started and container and container.privileged = true"
+                           + (f" and not ({allowed})" if allowed else ""),
+                           "Privileged container started", "ERROR"))
+    if g.get("sensitive_mounts"):
+        mounted = " or ".join(f'container.mount.dest[{m}] != "N/A"' for m in g["sensitive_mounts"])
+        items.append(_rule("kubeprobe: sensitive mount container started",
+                           "A container started with a sensitive host directory mounted.",
+                           f"container_started and container and ({mounted})",
+                           "Sensitive mount container started mounts=%container.mounts", "ERROR"))
     if g.get("secret_dirs"):
         after = int(g.get("secret_read_after_ns", 60_000_000_000))
         dirs = " or ".join(f"fd.name startswith {d}/" for d in g["secret_dirs"])

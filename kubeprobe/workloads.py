@@ -11,6 +11,7 @@ from kubernetes.client.rest import ApiException
 from kubeprobe.apiwire import classify_api_error
 from kubeprobe.context import AttackContext
 from kubeprobe.outcome import Observation
+from kubeprobe.waiting import wait_for
 
 UNTRUSTED_IMAGE = "evil.example.invalid/kubeprobe/untrusted:latest"
 TRUSTED_UNPINNED_IMAGE = "registry.k8s.io/pause:3.10.1"
@@ -97,3 +98,29 @@ def impersonating(ctx: AttackContext, user: str, group: str) -> client.ApiClient
     impersonated.set_default_header("Impersonate-Group", group)
     ctx.note(f"identity: impersonating {user} (group {group}) with the runner's credentials")
     return impersonated
+
+
+# Container states that will not resolve by waiting: stop at once instead of at the deadline.
+STUCK = {"ErrImageNeverPull", "ErrImagePull", "ImagePullBackOff", "InvalidImageName",
+         "CreateContainerConfigError", "CreateContainerError"}
+
+
+def wait_for_pod(ctx: AttackContext, namespace: str, name: str, phases: tuple[str, ...],
+                 deadline_s: float) -> str | None:
+    """The pod's phase once it is one of `phases`; `Waiting: <reason>` when a container is
+    stuck (image missing, bad config); None if the deadline passed first."""
+    def reached():
+        status = ctx.kube.core.read_namespaced_pod(
+            name, namespace, _request_timeout=ctx.kube.timeout).status
+        if status.phase in phases:
+            return status.phase
+        for container in status.container_statuses or []:
+            waiting = container.state.waiting if container.state else None
+            if waiting is not None and waiting.reason in STUCK:
+                return f"Waiting: {waiting.reason}: {waiting.message or ''}".strip(": ")
+        return None
+    try:
+        return wait_for(reached, deadline_s, f"pod {namespace}/{name} to be {'/'.join(phases)}",
+                        interval_s=0.5)
+    except TimeoutError:
+        return None

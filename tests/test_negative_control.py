@@ -26,6 +26,10 @@ ALERT_TYPE = [c for c in CATALOG.controls if c.expectation("default") is Expecta
 # must still have run for real. The audit log is real on hardened and absent on weak.
 FALCO_TYPE = sorted(c.id for c in ALERT_TYPE if c.alert["source"] == "falco")
 AUDIT_TYPE = sorted(c.id for c in ALERT_TYPE if c.alert["source"] == "audit")
+# Prevention with detection behind it: the hardened lab must refuse with the accepted
+# authority; the weak lab lets the attack through, and (no Falco) it is NOT-VERIFIED.
+EITHER_TYPE = sorted(c.id for c in CATALOG.controls
+                     if c.expectation("default") is Expectation.BLOCKED_OR_ALERTED)
 
 
 def results(profile: str) -> dict[str, dict]:
@@ -82,3 +86,12 @@ def test_falco_control_attack_runs_and_is_not_verified(control_id, profile):
 def test_audit_control_passes_on_hardened_and_fails_on_weak(control_id, hardened, weak):
     assert hardened[control_id]["verdict"] == "PASS", hardened[control_id]["reason"]
     assert weak[control_id]["verdict"] == "FAIL", weak[control_id]["reason"]
+
+
+@pytest.mark.parametrize("control_id", EITHER_TYPE)
+def test_block_or_alert_control_blocks_on_hardened_and_goes_through_on_weak(control_id, hardened,
+                                                                           weak):
+    assert hardened[control_id]["verdict"] == "PASS", hardened[control_id]["reason"]
+    assert hardened[control_id]["observed"].startswith("BLOCKED ("), hardened[control_id]
+    assert weak[control_id]["observed"] == "SUCCEEDED", weak[control_id]["reason"]
+    assert weak[control_id]["verdict"] == "NOT-VERIFIED", weak[control_id]["reason"]
