@@ -22,7 +22,7 @@ def run(ctx, target, component="etcd", container="etcd", tool="sha256sum", port=
     address = node_address(pod, port) if pod is not None else None
     if address is None:
         return Observation.inconclusive(f"no {component} pod with a node address to connect to")
-    started = run_planted(ctx, component, container, tool, [address])
+    started = run_planted(ctx, component, container, tool, [address], pod=pod)
     if isinstance(started, Observation):
         return started
     evidence = started.evidence(ctx.nonce, destination=address,

@@ -91,18 +91,14 @@ def agent_binary() -> Path:
         raise Unavailable(f"the agent binary cannot be built here: {exc}") from None
 
 
-def plant_in_component(ctx, component: str, container: str, name: str) -> str:
-    """Plant the agent as `name` in the component's kube-system container; return its path."""
-    pod = component_pod(ctx.kube, component)
+def run_planted(ctx, component: str, container: str, name: str, args: list[str], pod=None):
+    """Plant the agent as `name` in the component's container and start it there with
+    `args` (plus the nonce) through `kubectl exec`, both in the same pod (`pod` if the caller
+    already has it). Returns the ComponentExec, or the Observation when the exec was
+    refused or could not run."""
+    pod = pod if pod is not None else component_pod(ctx.kube, component)
     if pod is None:
         raise Unavailable(f"no {component} pod in kube-system")
-    return plant(ctx, pod, container, agent_binary(), name)
-
-
-def run_planted(ctx, component: str, container: str, name: str, args: list[str]):
-    """Plant the agent as `name` in the component's container and start it there with
-    `args` (plus the nonce) through `kubectl exec`. Returns the ComponentExec, or the
-    Observation when the exec was refused or could not run."""
-    path = plant_in_component(ctx, component, container, name)
+    path = plant(ctx, pod, container, agent_binary(), name)
     return exec_in_component(ctx, component, container,
-                             [path, *args, "--kubeprobe-nonce={nonce}"], PLANTED)
+                             [path, *args, "--kubeprobe-nonce={nonce}"], PLANTED, pod=pod)

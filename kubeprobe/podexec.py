@@ -99,20 +99,21 @@ class ComponentExec:
 
 def exec_in_component(ctx, component: str, container: str, command: list[str],
                       method: str = "kubectl exec through the API server",
-                      missing_ok: bool = False):
+                      missing_ok: bool = False, pod=None):
     """Exec `command` (its `{nonce}` placeholders filled with the attack's nonce) in the
     component's kube-system container. Returns a ComponentExec, or an Observation when
     nothing ran: no such pod (INCONCLUSIVE) or refused by the API server (BLOCKED by
     401/403/admission) or the binary is not in the image (INCONCLUSIVE; with `missing_ok`
-    the caller gets the ComponentExec and checks `result.not_found` itself)."""
-    found = component_pod(ctx.kube, component)
+    the caller gets the ComponentExec and checks `result.not_found` itself). `pod`: the
+    component's pod when the caller already looked it up (then exec goes to that pod)."""
+    found = pod if pod is not None else component_pod(ctx.kube, component)
     if found is None:
         return Observation.inconclusive(f"no {component} pod in kube-system to exec into")
-    pod = found.metadata.name
+    name = found.metadata.name
     command = [part.format(nonce=ctx.nonce) for part in command]
-    what = f"exec {' '.join(command)} in kube-system/{pod}/{container}"
+    what = f"exec {' '.join(command)} in kube-system/{name}/{container}"
     try:
-        result = exec_in_pod(ctx.kube, "kube-system", pod, container, command)
+        result = exec_in_pod(ctx.kube, "kube-system", name, container, command)
     except ApiException as exc:
         return classify_api_error(exc, what)
     ctx.note(f"{what}: exit {result.returncode}"
