@@ -1,26 +1,52 @@
-"""List a resource cluster-wide on the API server with no credentials at all.
+"""List a resource cluster-wide on the API server with no credentials at all, on every
+API server endpoint: the kubeconfig URL and the API server's own addresses (a front end
+such as an authenticating proxy may refuse what the API server itself would serve).
+
+The request carries the attack's nonce (a label selector that matches every object) so an
+audit-based detector can tie its event to this attack.
 
 SUCCEEDED: HTTP 200: anonymous users may list it (the item names are the proof; secret values
            are never recorded).
-BLOCKED:   HTTP 401 (anonymous authentication off) or HTTP 403 (anonymous denied by RBAC).
+BLOCKED:   HTTP 401 (anonymous authentication off) or HTTP 403 (anonymous denied by RBAC), in
+           a Kubernetes Status body, from the API server itself.
+INCONCLUSIVE: a refusal by a front end that is not the API server (named as such), or a
+           401/403 that is not a Kubernetes Status.
 """
-from kubeprobe.classify import http_auth_refusal, refusal, unexpected
-from kubeprobe.outcome import Observation
+from kubeprobe.authn import speaks_for_apiserver, status_message, unreached_own_endpoint
+from kubeprobe.classify import UNPROVEN_ERRORS, http_auth_refusal, refusal, unexpected
+from kubeprobe.outcome import Observation, Outcome
 
-TARGETS = "apiserver"
+TARGETS = "apiserver_network"
 
 
 def run(ctx, target, resource="pods"):
-    what = f"anonymous list of {resource} on the API server"
+    what = f"anonymous list of {resource} on {target.address}"
+    # `!key` matches every object without that label: the listing is unchanged.
+    path = f"/api/v1/{resource}?limit=20&labelSelector=%21kubeprobe-nonce-{ctx.nonce}"
     exchange = ctx.exchange(ctx.probe(target.host, target.port, tls=True, method="GET",
-                                      path=f"/api/v1/{resource}?limit=20"))
-    blocked = refusal(exchange, what) or http_auth_refusal(exchange, what, anonymous=True)
-    if blocked:
-        return blocked
+                                      path=path))
+    if exchange.error in UNPROVEN_ERRORS:
+        return unreached_own_endpoint(ctx, target, refusal(exchange, what))
     body = exchange.json_body()
     if exchange.http_status == 200 and body is not None and isinstance(body.get("items"), list):
         names = [f"{(i.get('metadata') or {}).get('namespace')}/"
                  f"{(i.get('metadata') or {}).get('name')}" for i in body["items"]]
         return Observation.succeeded(f"{what}: HTTP 200, {len(names)} {resource} listed",
-                                     names_sample=names[:10])
-    return unexpected(exchange, what)
+                                     names_sample=names[:10], nonce=ctx.nonce)
+    blocked = refusal(exchange, what) or http_auth_refusal(exchange, what, anonymous=True)
+    if blocked is None:
+        return unexpected(exchange, what)
+    if blocked.outcome is not Outcome.BLOCKED:
+        return blocked
+    is_apiserver, detail = speaks_for_apiserver(ctx, target)
+    if not is_apiserver:
+        return Observation.inconclusive(
+            f"{what}: refused by a front end, not by the API server ({blocked.summary}; "
+            f"{detail}): the API server's own authentication was not reached from here",
+            front_end=target.address)
+    if exchange.http_status in (401, 403) and status_message(exchange.body) is None:
+        return Observation.inconclusive(f"{what}: HTTP {exchange.http_status} without a "
+                                        "Kubernetes Status body: not the API server's answer",
+                                        body=(exchange.body or "")[:300])
+    blocked.evidence["answered_by"] = detail
+    return blocked

@@ -1,17 +1,25 @@
 """GET an API path with the token of a workload ServiceAccount that has no role bindings
 (the compromised-workload identity): list or read Secrets, or reach the kubelet through the
-API server's nodes/proxy.
+API server's nodes/proxy. Sent to every API server endpoint (the kubeconfig URL and the API
+server's own addresses).
+
+Identity first: a SelfSubjectReview with the same token, to the same endpoint, must name the
+ServiceAccount; only then is a 403 the authorizer refusing *this* caller (and the 403's
+Status message must name it too).
 
 SUCCEEDED: HTTP 200 (the names are the proof; Secret values are never recorded).
-BLOCKED:   HTTP 403 (authorization denied) or 401.
+BLOCKED:   HTTP 403 from the API server's authorizer, naming the proven caller.
+INCONCLUSIVE: HTTP 401 (authentication failed: authorization was never tested), an identity
+           the API server would not confirm, or a 403 that does not name the caller.
 `{node}` in the path is replaced by the first node's name. Evidence also counts the workload
 pods that get a ServiceAccount token mounted (the identity this attack uses).
 """
-from kubeprobe.classify import http_auth_refusal, refusal, unexpected
 from kubeprobe import inventory
-from kubeprobe.outcome import Observation
+from kubeprobe.authn import status_message, unreached_own_endpoint, whoami
+from kubeprobe.classify import UNPROVEN_ERRORS, refusal, unexpected
+from kubeprobe.outcome import Authority, Observation
 
-TARGETS = "apiserver"
+TARGETS = "apiserver_network"
 
 
 def run(ctx, target, path="/api/v1/secrets", node=None):
@@ -19,19 +27,44 @@ def run(ctx, target, path="/api/v1/secrets", node=None):
         node = node or ctx.kube.core.list_node(limit=1, _request_timeout=ctx.kube.timeout) \
             .items[0].metadata.name
         path = path.format(node=node)
-    token = ctx.credentials.service_account_token(ctx)
-    what = f"GET {path} as a workload ServiceAccount without role bindings"
+    headers = {"Authorization": f"Bearer {ctx.credentials.service_account_token(ctx)}"}
+    what = f"GET {path} on {target.address} as a workload ServiceAccount without role bindings"
+    identity = whoami(ctx, target.host, target.port, headers)
+    if ctx.exchanges and ctx.exchanges[-1]["response"]["error"] in UNPROVEN_ERRORS:
+        return unreached_own_endpoint(ctx, target, Observation.inconclusive(
+            f"{what}: {ctx.exchanges[-1]['response']['error']} ({target.address})"))
+    if not identity.known:
+        return Observation.inconclusive(f"{what}: the API server did not confirm the token's "
+                                        f"identity ({identity.detail}), so no refusal could "
+                                        "be attributed to authorization")
     exchange = ctx.exchange(ctx.probe(target.host, target.port, tls=True, method="GET",
-                                      path=path, headers={"Authorization": f"Bearer {token}"}))
-    blocked = refusal(exchange, what) or http_auth_refusal(exchange, what, anonymous=False)
-    if blocked:
-        blocked.evidence["token_automount"] = inventory.token_automount_inventory(
+                                      path=path, headers=headers))
+    refused = refusal(exchange, what)
+    if refused:
+        return refused
+    message = status_message(exchange.body)
+    if exchange.http_status == 401:
+        return Observation.inconclusive(
+            f"{what}: HTTP 401 for a token the API server authenticated a moment earlier "
+            f"({identity.detail}): authentication failed on this request (an authenticating "
+            "proxy? a wrong audience?), so authorization was never tested",
+            status_body=(exchange.body or "")[:300])
+    if exchange.http_status == 403:
+        if not identity.named_in(message):
+            return Observation.inconclusive(
+                f"{what}: HTTP 403 that does not name the proven caller {identity.username} "
+                "(not a Kubernetes authorizer's Status?)", status_body=(exchange.body or "")[:300])
+        observation = Observation.blocked(
+            Authority.HTTP_403, f"{what}: HTTP 403, the authorizer denied "
+            f"{identity.username}: {message[:200]}", identity=identity.detail)
+        observation.evidence["token_automount"] = inventory.token_automount_inventory(
             *inventory.collect(ctx.kube))
-        return blocked
+        return observation
     if exchange.http_status == 200:
         body = exchange.json_body() or {}
         names = [f"{(i.get('metadata') or {}).get('namespace')}/"
                  f"{(i.get('metadata') or {}).get('name')}" for i in body.get("items", [])]
-        return Observation.succeeded(f"{what}: HTTP 200, {len(names)} items",
-                                     names_sample=names[:10])
+        return Observation.succeeded(f"{what}: HTTP 200 for {identity.username}, "
+                                     f"{len(names)} items", names_sample=names[:10],
+                                     identity=identity.detail)
     return unexpected(exchange, what)

@@ -1,20 +1,28 @@
 """Create a bare Pod from a trusted registry whose image is NOT pinned by sha256 digest
 (a tag can be moved to other content).
 
-SUCCEEDED: the API server stored the pod.
-BLOCKED:   admission refused it.
+Differential proof: the twin is the same pod with the same repository pinned by digest; it
+must be admitted. Dry runs, in the run's namespace and every workload namespace tried.
+
+SUCCEEDED: the unpinned pod is admitted.
+BLOCKED:   admission refused it and admitted the pinned twin.
 """
-from kubeprobe.outcome import Observation
-from kubeprobe.workloads import TRUSTED_UNPINNED_IMAGE, create_pod, pod_manifest, positive_control
+from kubeprobe.admission import differential, pod_write, with_sweep
+from kubeprobe.workloads import pod_manifest, trusted_image, unpinned
 
 TARGETS = "apiserver"
 
 
-def run(ctx, target, image=TRUSTED_UNPINNED_IMAGE):
-    failed_control = positive_control(ctx)
-    if failed_control:
-        return failed_control
-    what = f"create a pod with the unpinned image {image}"
-    created, refused = create_pod(ctx, what, pod_manifest(ctx, ctx.unique_name("unpinned"),
-                                                          image))
-    return refused or Observation.succeeded(f"{what}: the API server stored it", image=image)
+def pin_pair(ctx, namespace):
+    pinned = trusted_image(ctx)
+    return (pod_write(ctx, f"a pod with the pinned image {pinned}",
+                      pod_manifest(ctx, ctx.unique_name("probe"), pinned), namespace),
+            pod_write(ctx, f"a pod with the unpinned image {unpinned(pinned)}",
+                      pod_manifest(ctx, ctx.unique_name("probe"), unpinned(pinned)), namespace))
+
+
+def run(ctx, target):
+    property_under_test = "an image reference without a sha256 digest"
+    observation, _ = differential(ctx, property_under_test, *pin_pair(ctx, ctx.namespace()))
+    return with_sweep(ctx, observation, property_under_test,
+                      lambda namespace: pin_pair(ctx, namespace))

@@ -133,6 +133,9 @@ def parse_matcher(raw: Any, nonce: str | None = None) -> AlertMatcher:
     rule = raw.get("rule")
     if rule is not None and (not isinstance(rule, str) or not rule.strip()):
         raise ValueError("alert.rule must be a non-empty string")
+    if raw["source"] == "audit" and rule is not None:
+        raise ValueError("alert.rule is not allowed for source audit: audit events carry no "
+                         "rule name (match on fields)")
     if raw["source"] == "falco" and rule is None:
         raise ValueError("alert.rule is required for source falco")
     fields = raw.get("fields") or {}

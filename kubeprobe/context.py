@@ -90,6 +90,14 @@ class AttackContext:
     probe_image: str | None = None
     # Node name -> testinfra backend URI (local:// on the lab, docker://<node> on kind), or None.
     node_host: Callable[[str], str] | None = None
+    # Workload namespaces (besides the run's own) where admission attacks also send their
+    # dry-run pair; None: no sweep (see kubeprobe.admission.sweep).
+    sweep_namespaces: Callable[[], list[str]] | None = None
+    # The control expects an alert under this profile: an attack admitted by a dry run is
+    # then also made for real, so that the detector has something to see.
+    alert_expected: bool = False
+    # A trusted, digest-pinned image the cluster's image policy must admit (the twin's).
+    trusted_image: str | None = None
     # Per-attack nonce: carried in command lines, names and URIs so that an alert or an audit
     # event can be tied to this attack (parallel-safe, no shared cache to clear).
     nonce: str = field(default_factory=lambda: secrets.token_hex(4))

@@ -3,11 +3,21 @@
 - nodes: InternalIP and the kubelet port from Node status (`daemonEndpoints.kubeletEndpoint`)
 - etcd: client and peer URLs from the etcd static pod in kube-system (`component=etcd`),
   the label kubeadm and kind put on it; a managed control plane shows none.
-- API server: the kubeconfig's server URL.
+- API server: the kubeconfig's server URL (`apiserver`: what API-client attacks use), and
+  for network-level attacks (`apiserver_network`) also the API server's own endpoints: the
+  `default/kubernetes` Service's EndpointSlices and the kube-apiserver static pods'
+  --advertise-address/--secure-port. A kubeconfig URL that is none of these is a front end
+  (load balancer, authenticating proxy): its answers are named as the front end's.
+
+A component that is present but yields no reachable endpoint (etcd configured through
+--config-file or listening on loopback only, nodes without an address) is recorded in
+`unreachable`: the control is an ERROR with the reason. `missing` (SKIP) is only for a
+component that is really absent (a managed control plane).
 """
 from __future__ import annotations
 
 import ipaddress
+import socket
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -17,7 +27,9 @@ ETCD_CLIENT_FLAGS = ("--advertise-client-urls", "--listen-client-urls")
 # Plaintext listeners are always worth attacking, advertised or not.
 ETCD_PLAINTEXT_FLAGS = ("--listen-client-urls", "--listen-client-http-urls")
 ETCD_PEER_FLAGS = ("--initial-advertise-peer-urls", "--listen-peer-urls")
-KINDS = ("etcd_client", "etcd_peer", "node", "apiserver")
+KINDS = ("etcd_client", "etcd_peer", "node", "apiserver", "apiserver_network")
+FRONT_END = "front end"        # Endpoint.name of a kubeconfig URL that is not the API server's
+NODE_ADDRESS_TYPES = ("InternalIP", "ExternalIP")
 
 
 @dataclass(frozen=True)
@@ -38,7 +50,8 @@ class Endpoint:
 class Endpoints:
     by_kind: dict[str, list[Endpoint]] = field(default_factory=lambda: {k: [] for k in KINDS})
     etcd_flags: dict[str, dict[str, str]] = field(default_factory=dict)  # pod -> flags
-    missing: dict[str, str] = field(default_factory=dict)               # kind -> why
+    missing: dict[str, str] = field(default_factory=dict)      # kind -> why (absent: SKIP)
+    unreachable: dict[str, str] = field(default_factory=dict)  # kind -> why (present: ERROR)
 
     def of(self, kind: str) -> list[Endpoint]:
         if kind not in KINDS:
@@ -87,21 +100,81 @@ def etcd_urls(flags: dict[str, str], names: tuple[str, ...],
 
 def discover(kube: Kube) -> Endpoints:
     found = Endpoints()
+    _discover_apiserver(kube, found)
+    node_ips = _discover_nodes(kube, found)
+    _discover_etcd(kube, found, node_ips)
+    return found
+
+
+def _discover_apiserver(kube: Kube, found: Endpoints) -> None:
     host, port = kube.server_host_port
     found.add(Endpoint("apiserver", "apiserver", host, port, "kubeconfig server URL"))
+    own: list[Endpoint] = []
+    slices = kube.discovery.list_namespaced_endpoint_slice(
+        "default", label_selector="kubernetes.io/service-name=kubernetes",
+        _request_timeout=kube.timeout).items
+    for endpoint_slice in slices:
+        ports = [p.port for p in endpoint_slice.ports or [] if p.port]
+        for item in endpoint_slice.endpoints or []:
+            for address in item.addresses or []:
+                for p in ports:
+                    own.append(Endpoint("apiserver_network", "apiserver", address, p,
+                                        "default/kubernetes EndpointSlice"))
+    for pod, flags in pod_flags(kube, "kube-apiserver").items():
+        address = flags.get("--advertise-address")
+        if address and not _is_loopback(address):
+            own.append(Endpoint("apiserver_network", "apiserver", address,
+                                int(flags.get("--secure-port") or 6443),
+                                f"kube-system/{pod} --advertise-address"))
+    own_addresses = {e.address for e in own}
+    front = Endpoint("apiserver_network", "apiserver", host, port, "kubeconfig server URL")
+    if own and front.address not in own_addresses and not _resolves_to(host, port, own):
+        front = Endpoint("apiserver_network", FRONT_END, host, port,
+                         "kubeconfig server URL (not one of the API server's own endpoints)")
+    for endpoint in [front, *own]:
+        found.add(endpoint)
 
+
+def _resolves_to(host: str, port: int, own: list[Endpoint]) -> bool:
+    """A DNS name in the kubeconfig that resolves to one of the API server's addresses."""
+    try:
+        ipaddress.ip_address(host)
+        return False
+    except ValueError:
+        pass
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, port,
+                                                               proto=socket.IPPROTO_TCP)}
+    except OSError:
+        return False
+    return any(e.host in addresses and e.port == port for e in own)
+
+
+def _discover_nodes(kube: Kube, found: Endpoints) -> dict[str, str]:
     node_ips: dict[str, str] = {}
-    for node in kube.core.list_node(_request_timeout=kube.timeout).items:
-        ips = [a.address for a in node.status.addresses or [] if a.type == "InternalIP"]
-        if ips:
-            node_ips[node.metadata.name] = ips[0]
+    nodes = kube.core.list_node(_request_timeout=kube.timeout).items
+    without_address = []
+    for node in nodes:
+        addresses = {a.type: a.address for a in node.status.addresses or []}
+        address_type = next((t for t in NODE_ADDRESS_TYPES if addresses.get(t)), None)
+        if address_type is None:
+            without_address.append(node.metadata.name)
+            continue
+        node_ips[node.metadata.name] = addresses[address_type]
         endpoint = node.status.daemon_endpoints.kubelet_endpoint
-        if ips:
-            found.add(Endpoint("node", node.metadata.name, ips[0], endpoint.port or 10250,
-                               "Node status InternalIP + daemonEndpoints.kubeletEndpoint"))
-    if not found.of("node"):
-        found.missing["node"] = "no node reports an InternalIP"
+        found.add(Endpoint("node", node.metadata.name, addresses[address_type],
+                           endpoint.port or 10250,
+                           f"Node status {address_type} + daemonEndpoints.kubeletEndpoint"))
+    if without_address and not found.of("node"):
+        found.unreachable["node"] = (f"node(s) {', '.join(without_address)} report no "
+                                     f"{' or '.join(NODE_ADDRESS_TYPES)}: the kubelet cannot "
+                                     "be addressed")
+    elif not nodes:
+        found.missing["node"] = "the cluster lists no nodes"
+    return node_ips
 
+
+def _discover_etcd(kube: Kube, found: Endpoints, node_ips: dict[str, str]) -> None:
     pods = kube.core.list_namespaced_pod("kube-system", label_selector="component=etcd",
                                          _request_timeout=kube.timeout).items
     for pod in pods:
@@ -128,4 +201,30 @@ def discover(kube: Kube) -> Endpoints:
     if not pods:
         why = "no etcd static pod (component=etcd) in kube-system: managed or external etcd"
         found.missing["etcd_client"] = found.missing["etcd_peer"] = why
-    return found
+        return
+    for kind, flag_names in (("etcd_client", ETCD_CLIENT_FLAGS), ("etcd_peer", ETCD_PEER_FLAGS)):
+        if not found.of(kind):
+            found.unreachable[kind] = _why_no_etcd_url(pods, found.etcd_flags, flag_names)
+
+
+def _why_no_etcd_url(pods, etcd_flags: dict[str, dict[str, str]],
+                     flag_names: tuple[str, ...]) -> str:
+    names = ", ".join(f"kube-system/{p.metadata.name}" for p in pods)
+    flags = next(iter(etcd_flags.values()), {})
+    if "--config-file" in flags:
+        return (f"etcd runs ({names}) but is configured through --config-file "
+                f"{flags['--config-file']}: its URLs are not visible through the API")
+    urls = "; ".join(f"{n}={flags[n]}" for n in flag_names if flags.get(n))
+    if urls:
+        return (f"etcd runs ({names}) but listens/advertises on loopback only ({urls}): no "
+                "address an attacker off the node could use was found")
+    return f"etcd runs ({names}) but its flags name no URL ({', '.join(flag_names)})"
+
+
+def pod_flags(kube: Kube, component: str) -> dict[str, dict[str, str]]:
+    """kube-system static pod name -> its first container's `--flag=value` arguments."""
+    pods = kube.core.list_namespaced_pod("kube-system", label_selector=f"component={component}",
+                                         _request_timeout=kube.timeout).items
+    return {pod.metadata.name: parse_flags((pod.spec.containers[0].command or [])
+                                           + (pod.spec.containers[0].args or []))
+            for pod in pods}

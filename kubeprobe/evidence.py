@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from kubeprobe.discovery import Endpoints, parse_flags
+from kubeprobe.discovery import Endpoints, parse_flags, pod_flags
 from kubeprobe.kube import Kube
 
 KUBELET_KEYS = ("authentication", "authorization", "readOnlyPort", "healthzBindAddress",
@@ -28,16 +28,6 @@ NODE_FILES = {"kubelet": "/var/lib/kubelet/config.yaml",
 
 def _pick_flags(flags: dict[str, str], words: tuple[str, ...]) -> dict[str, str]:
     return {k: v for k, v in sorted(flags.items()) if any(w in k for w in words)}
-
-
-def pod_flags(kube: Kube, component: str) -> dict[str, dict[str, str]]:
-    pods = kube.core.list_namespaced_pod("kube-system", label_selector=f"component={component}",
-                                         _request_timeout=kube.timeout).items
-    found = {}
-    for pod in pods:
-        container = pod.spec.containers[0]
-        found[pod.metadata.name] = parse_flags((container.command or []) + (container.args or []))
-    return found
 
 
 def api_config(kube: Kube, component: str, endpoints: Endpoints,

@@ -100,6 +100,10 @@ class Kube:
         return client.RbacAuthorizationV1Api(self.api_client)
 
     @property
+    def discovery(self) -> client.DiscoveryV1Api:
+        return client.DiscoveryV1Api(self.api_client)
+
+    @property
     def certificates(self) -> client.CertificatesV1Api:
         return client.CertificatesV1Api(self.api_client)
 

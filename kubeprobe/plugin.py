@@ -67,6 +67,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="do not install Falco on the hardened kind cluster")
     group.addoption("--alert-timeout", type=float, default=15.0,
                     help="seconds to wait for an expected alert (default 15)")
+    group.addoption("--namespaces", default="*",
+                    help="workload namespaces (comma-separated globs) where admission attacks "
+                         "also send their dry-run pair; 'none' for the run's own only "
+                         "(default: every namespace but kube-system, kube-public, "
+                         "kube-node-lease, the Falco namespace and kubeprobe's)")
+    group.addoption("--trusted-image", default=None,
+                    help="a digest-pinned image the cluster's image policy admits, for the "
+                         "positive twins of admission attacks (default: "
+                         "registry.k8s.io/pause@sha256:...)")
     group.addoption("--reports-dir", type=Path, default=REPO_ROOT / "reports",
                     help="where report.html, results.json and junit.xml go")
 
@@ -168,7 +177,9 @@ def kubeprobe_suite(request: pytest.FixtureRequest, kubeprobe_target):
                   intrusive=config.getoption("intrusive"),
                   pod_transport_factory=_pod_transport_factory(),
                   probe_image=_probe_image(config, kubeprobe_target),
-                  falco_namespace=config.getoption("falco_namespace"))
+                  falco_namespace=config.getoption("falco_namespace"),
+                  namespace_patterns=_namespace_patterns(config.getoption("namespaces")),
+                  trusted_image=config.getoption("trusted_image"))
     config.stash[SUITE_KEY]["suite"] = suite
     sources = detectors.sources_for(kubeprobe_target, kube, config.getoption("audit_log"),
                                     config.getoption("falco_receiver"),
@@ -184,6 +195,12 @@ def kubeprobe_suite(request: pytest.FixtureRequest, kubeprobe_target):
     if errors:
         config.stash[SUITE_KEY]["cleanup_errors"] = errors
         _cannot_run("cleanup failed, objects may be left in the cluster: " + "; ".join(errors))
+
+
+def _namespace_patterns(option: str) -> tuple[str, ...]:
+    if option.strip().lower() == "none":
+        return ()
+    return tuple(p.strip() for p in option.split(",") if p.strip())
 
 
 def _agent_image(config: pytest.Config) -> tuple:

@@ -1,6 +1,7 @@
 """Run one control against the target: attack every endpoint, judge, collect the evidence."""
 from __future__ import annotations
 
+import fnmatch
 import secrets
 import time
 import traceback
@@ -14,7 +15,7 @@ from kubernetes.client.rest import ApiException
 from kubeprobe import evidence, falco
 from kubeprobe.alerts import parse_matcher
 from kubeprobe.catalog import Catalog, Control, load_attack
-from kubeprobe.context import AttackContext, Cleanup, Unavailable
+from kubeprobe.context import RUN_ID_LABEL, AttackContext, Cleanup, Unavailable
 from kubeprobe.discovery import Endpoint, Endpoints, discover
 from kubeprobe.identities import ClusterCredentials
 from kubeprobe.kube import Kube, RunNamespace, is_connection_failure
@@ -23,6 +24,8 @@ from kubeprobe.outcome import Expectation, Observation, Verdict, judge
 from kubeprobe.targets import Target
 
 CLOCK_SKEW = timedelta(seconds=2)
+# Never swept by admission attacks: the control plane's own namespaces.
+SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
 # Worst first: the control's verdict is the worst over its endpoints.
 SEVERITY = [Verdict.FAIL, Verdict.ERROR, Verdict.NOT_VERIFIED, Verdict.SKIP, Verdict.PASS]
 
@@ -108,6 +111,9 @@ class Suite:
     falco_namespace: str = "falco"
     alert_sources: dict[str, Any] = field(default_factory=dict)  # name -> alerts.AlertSource
     alert_deadline_s: float = 15.0
+    # Workload namespaces admission attacks also try (globs; empty: only the run's own).
+    namespace_patterns: tuple[str, ...] = ("*",)
+    trusted_image: str | None = None
     results: list[ControlResult] = field(default_factory=list)
     _cleanups: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
 
@@ -131,6 +137,20 @@ class Suite:
     @cached_property
     def namespace(self) -> RunNamespace:
         return RunNamespace(self.kube, self.run_id, self.defer)
+
+    @cached_property
+    def workload_namespaces(self) -> list[str]:
+        """Existing namespaces where workloads run: not the control plane's, not the
+        detector's, not a kubeprobe run's, not terminating; filtered by --namespaces."""
+        found = []
+        for ns in self.kube.core.list_namespace(_request_timeout=self.kube.timeout).items:
+            name, labels = ns.metadata.name, ns.metadata.labels or {}
+            if (name in SYSTEM_NAMESPACES or name == self.falco_namespace
+                    or RUN_ID_LABEL in labels or (ns.status and ns.status.phase == "Terminating")):
+                continue
+            if any(fnmatch.fnmatchcase(name, p) for p in self.namespace_patterns):
+                found.append(name)
+        return sorted(found)
 
     @cached_property
     def credentials(self) -> ClusterCredentials:
@@ -179,6 +199,8 @@ class Suite:
         attack = load_attack(control.attack)
         endpoints = self.endpoints.of(attack.TARGETS)
         if not endpoints:
+            if attack.TARGETS in self.endpoints.unreachable:
+                return finish(Verdict.ERROR, self.endpoints.unreachable[attack.TARGETS])
             why = self.endpoints.missing.get(attack.TARGETS, f"no {attack.TARGETS} endpoint found")
             return finish(Verdict.SKIP, why)
         try:
@@ -190,10 +212,12 @@ class Suite:
         done = [self._attack_endpoint(control, attack, endpoint, transport, expected)
                 for endpoint in endpoints]
         configuration = self._configuration(control, endpoints)
-        skipped = [d for d in done if d.verdict is Verdict.SKIP]
-        if skipped and len(skipped) == len(done):
-            return finish(Verdict.SKIP, skipped[0].reason, done, configuration)
-        verdict = worst([d.verdict for d in done])
+        judged = [d for d in done if d.verdict is not Verdict.SKIP]
+        if not judged:
+            return finish(Verdict.SKIP, done[0].reason, done, configuration)
+        # An endpoint that does not apply (SKIP, with its reason in the row) does not water
+        # down the others: the verdict is the worst over the endpoints that were judged.
+        verdict = worst([d.verdict for d in judged])
         reasons = "; ".join(f"{d.endpoint.name} ({d.endpoint.host}): {d.reason}"
                             for d in done if d.verdict is verdict)
         return finish(verdict, reasons, done, configuration)
@@ -205,7 +229,11 @@ class Suite:
                             workload_namespace=self.namespace.ensure,
                             connect_timeout=self.connect_timeout,
                             read_timeout=self.read_timeout, probe_image=self.probe_image,
-                            node_host=self.target.node_host)
+                            node_host=self.target.node_host,
+                            sweep_namespaces=((lambda: self.workload_namespaces)
+                                              if self.namespace_patterns else None),
+                            alert_expected=expected is not Expectation.BLOCKED,
+                            trusted_image=self.trusted_image)
         skip_reason = None
         since = datetime.now(timezone.utc)
         try:

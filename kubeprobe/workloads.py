@@ -14,7 +14,6 @@ from kubeprobe.outcome import Observation
 from kubeprobe.waiting import wait_for
 
 UNTRUSTED_IMAGE = "evil.example.invalid/kubeprobe/untrusted:latest"
-TRUSTED_UNPINNED_IMAGE = "registry.k8s.io/pause:3.10.1"
 # A trusted repository with a well-formed digest. It only has to pass admission: the pod is
 # deleted before anything could pull it (nothing can be pulled here anyway).
 TRUSTED_PINNED_IMAGE = ("registry.k8s.io/pause@sha256:"
@@ -76,17 +75,16 @@ def create_pod(ctx: AttackContext, what: str, body: dict,
                   core.delete_namespaced_pod)
 
 
-def positive_control(ctx: AttackContext) -> Observation | None:
-    """Create a trusted, digest-pinned, restricted pod. It must be admitted: a policy that
-    denies everything proves nothing. Returns an INCONCLUSIVE observation if it was refused."""
-    body = pod_manifest(ctx, ctx.unique_name("trusted"))
-    created, refused = create_pod(ctx, "positive control (trusted, digest-pinned image)", body)
-    if refused is not None:
-        return Observation.inconclusive(
-            f"the positive control was refused too ({refused.summary}): a policy that denies "
-            "a trusted, digest-pinned, restricted pod proves nothing", refused=refused.to_json())
-    ctx.note(f"positive control admitted: {TRUSTED_PINNED_IMAGE}")
-    return None
+def trusted_image(ctx: AttackContext) -> str:
+    """The image a positive twin uses: trusted and digest-pinned (--trusted-image on an
+    existing cluster whose policy trusts other registries)."""
+    return ctx.trusted_image or TRUSTED_PINNED_IMAGE
+
+
+def unpinned(image: str) -> str:
+    """The same repository by tag instead of digest (`repo@sha256:...` -> `repo:latest`)."""
+    repository = image.split("@", 1)[0]
+    return repository if ":" in repository.rsplit("/", 1)[-1] else f"{repository}:latest"
 
 
 def impersonating(ctx: AttackContext, user: str, group: str) -> client.ApiClient:

@@ -11,6 +11,7 @@ import yaml
 from kubeprobe.catalog import (DEFAULT_CATALOG, CatalogError, attack_module_path, load_attack,
                                load_catalog)
 from kubeprobe.outcome import Expectation
+from kubeprobe.discovery import KINDS
 
 CATALOG = load_catalog()
 
@@ -24,7 +25,7 @@ def test_shipped_catalog_loads_with_unique_ids():
 def test_every_attack_module_exists_and_has_the_interface(control):
     assert attack_module_path(control.attack).is_file()
     module = load_attack(control.attack)
-    assert module.TARGETS in ("etcd_client", "etcd_peer", "node", "apiserver")
+    assert module.TARGETS in KINDS
     assert module.__doc__ and "BLOCKED" in module.__doc__ and "SUCCEEDED" in module.__doc__
 
 
