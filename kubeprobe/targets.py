@@ -22,12 +22,9 @@ import yaml
 
 from kubeprobe import falco, images
 from kubeprobe.kube import TargetError
+from kubeprobe.profiles import KIND_CONFIGS, manifest_files
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-KIND_CONFIGS = {"hardened": REPO_ROOT / "kind-config.yaml",
-                "weak": REPO_ROOT / "fixtures" / "kind-config-weak.yaml"}
-PROFILE_MANIFESTS = {"hardened": REPO_ROOT / "fixtures" / "policies",
-                     "weak": REPO_ROOT / "fixtures" / "weak"}
 TARGET_KINDS = ("auto", "existing", "kind", "lab")
 
 
@@ -117,10 +114,10 @@ def kind_config_for(profile: str) -> dict:
 
 
 def apply_profile_manifests(kubeconfig: Path, profile: str) -> None:
-    directory = PROFILE_MANIFESTS.get(profile)
-    if directory and directory.is_dir() and any(directory.glob("*.yaml")):
-        _run(["kubectl", "--kubeconfig", str(kubeconfig), "apply", "-f", str(directory)],
-             120, f"applying {directory.name} manifests")
+    files = manifest_files(profile)
+    if files:
+        _run(["kubectl", "--kubeconfig", str(kubeconfig), "apply",
+              *[a for f in files for a in ("-f", str(f))]], 120, f"applying the {profile} manifests")
 
 
 def _existing(opts: TargetOptions) -> Target:

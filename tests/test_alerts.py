@@ -67,7 +67,18 @@ def test_audit_event_fields_are_flattened_and_globbed():
     assert matcher.matches(alert, NOW - timedelta(seconds=1))
 
 
+def test_audit_event_of_a_dry_run_never_matches():
+    """A server-side dry run (the admission twins and sweeps) changed nothing: an alert on it
+    would credit a detector with an action that never happened."""
+    dry = audit_event(audit_json("/api/v1/secrets?labelSelector=kubeprobe-nonce%3Dn1&dryRun=All"))
+    matcher = parse_matcher({"source": "audit", "fields": {"requestURI": "*kubeprobe-nonce*"}},
+                            nonce="n1")
+    assert not matcher.matches(dry, NOW - timedelta(seconds=1))
+
+
 @pytest.mark.parametrize(("raw", "message"), [
+    ({"source": "audit", "rule": "Anonymous Request Allowed", "fields": {"a": 1}},
+     "not allowed for source audit"),
     ({"source": "syslog", "rule": "x"}, "alert.source"),
     ({"source": "falco"}, "alert.rule is required"),
     ({"source": "audit"}, "alert.fields is required"),

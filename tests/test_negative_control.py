@@ -1,8 +1,12 @@
-"""The negative control: the same suite against the hardened and the weak lab.
+"""The negative control: the same suite against the hardened, the weak and the decoy lab.
 
 Every block-type control must PASS on hardened and FAIL on weak: a probe that passes on both
-can never fail and is a bug. `.ci/run` produces the two results.json files and points
-KUBEPROBE_NEGATIVE_CONTROL at their parent (reports/hardened, reports/weak below it).
+can never fail and is a bug. On the decoy lab (weak plus wrong-reason blockers: unrelated
+policies, a webhook that is down, REJECT rules, a TLS server refusing for a non-certificate
+reason) no block-type control may PASS: a PASS there came from the wrong cause. Every other
+expectation profile of the catalog (`detection`) is run too, on its controls, on all three.
+`.ci/run` produces the results.json files and points KUBEPROBE_NEGATIVE_CONTROL at their
+parent (reports/<profile> and reports/<profile>-<expectation profile> below it).
 """
 from __future__ import annotations
 
@@ -30,6 +34,11 @@ AUDIT_TYPE = sorted(c.id for c in ALERT_TYPE if c.alert["source"] == "audit")
 # authority; the weak lab lets the attack through, and (no Falco) it is NOT-VERIFIED.
 EITHER_TYPE = sorted(c.id for c in CATALOG.controls
                      if c.expectation("default") is Expectation.BLOCKED_OR_ALERTED)
+
+
+# Expectation profiles other than default, and the controls each one changes.
+OTHER_PROFILES = {name: sorted(c.id for c in CATALOG.controls if name in c.expected)
+                  for name in CATALOG.profiles if name != "default"}
 
 
 def results(profile: str) -> dict[str, dict]:
@@ -95,3 +104,50 @@ def test_block_or_alert_control_blocks_on_hardened_and_goes_through_on_weak(cont
     assert hardened[control_id]["observed"].startswith("BLOCKED ("), hardened[control_id]
     assert weak[control_id]["observed"] == "SUCCEEDED", weak[control_id]["reason"]
     assert weak[control_id]["verdict"] == "NOT-VERIFIED", weak[control_id]["reason"]
+
+
+@pytest.fixture(scope="module")
+def decoy():
+    return results("decoy")
+
+
+@pytest.mark.parametrize("control_id", BLOCK_TYPE)
+def test_block_control_never_passes_on_decoy(control_id, decoy):
+    row = decoy.get(control_id)
+    assert row is not None, f"{control_id} did not run on the decoy lab"
+    assert row["verdict"] != "PASS", (f"{control_id} PASSED on the decoy lab, where only "
+                                      f"wrong-reason blockers stand: {row['reason']}")
+
+
+@pytest.mark.parametrize("control_id", EITHER_TYPE)
+def test_block_or_alert_control_is_not_blocked_by_a_decoy(control_id, decoy):
+    row = decoy[control_id]
+    assert not (row["verdict"] == "PASS" and row["observed"].startswith("BLOCKED")), row
+
+
+@pytest.mark.parametrize(("expectation_profile", "control_id"),
+                         [(p, c) for p, ids in OTHER_PROFILES.items() for c in ids])
+def test_other_expectation_profiles_pass_hardened_and_fail_weak(expectation_profile,
+                                                                control_id):
+    hardened_row = results(f"hardened-{expectation_profile}").get(control_id)
+    weak_row = results(f"weak-{expectation_profile}").get(control_id)
+    decoy_row = results(f"decoy-{expectation_profile}").get(control_id)
+    assert None not in (hardened_row, weak_row, decoy_row), (
+        f"{control_id} did not run under --profile {expectation_profile} on every lab")
+    assert hardened_row["verdict"] == "PASS", hardened_row["reason"]
+    assert weak_row["verdict"] != "PASS", weak_row["reason"]
+    if decoy_row["verdict"] == "PASS":
+        assert decoy_row["reason"].startswith("alerted"), (
+            f"{control_id} under {expectation_profile} PASSED on the decoy without an alert: "
+            f"{decoy_row['reason']}")
+
+
+@pytest.mark.parametrize("expectation_profile", sorted(OTHER_PROFILES))
+def test_alert_path_of_each_expectation_profile_can_pass(expectation_profile):
+    """Where attacks go through (the decoy keeps an audit log), some control of the profile
+    must PASS on a matched alert: an alert path that never passes is as untested as a block
+    that never fails."""
+    rows = results(f"decoy-{expectation_profile}")
+    alerted = [c for c, row in rows.items() if row["verdict"] == "PASS"
+               and row["observed"] == "SUCCEEDED" and row["reason"].startswith("alerted")]
+    assert alerted, {c: (r["verdict"], r["reason"][:120]) for c, r in rows.items()}

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from kubeprobe import images
-from kubeprobe.lab import build, config, host, node_images
+from kubeprobe import images, profiles
+from kubeprobe.lab import build, config, decoy, host, node_images
 
 LAB_DIR = Path("/var/lib/kubeprobe-lab")
 RUN_DIR = Path("/run/kubeprobe-lab")
@@ -260,15 +260,14 @@ class _Up:
         return CONTROL_PLANE_COMPONENTS <= seen
 
     def apply_policies(self) -> None:
-        directory = config.POLICY_DIRS[self.profile]
-        files = sorted(p for p in directory.glob("*") if p.suffix in (".yaml", ".yml")) if directory.is_dir() else []
+        files = profiles.manifest_files(self.profile)
         if not files:
-            self.say(f"no policies to apply ({directory} absent or empty)")
+            self.say(f"no policies to apply for the {self.profile} profile")
             return
         args = [a for f in files for a in ("-f", str(f))]
         host.wait_for(lambda: self.kubectl("apply", *args, check=False).returncode == 0, 60,
-                      f"kubectl apply of {directory}", interval_s=1)
-        self.say(f"applied {len(files)} file(s) from {directory}")
+                      f"kubectl apply of the {self.profile} manifests", interval_s=1)
+        self.say(f"applied {len(files)} file(s): {', '.join(f.name for f in files)}")
 
     def run(self) -> LabState:
         self.ensure_packages()
@@ -303,6 +302,10 @@ class _Up:
         host.wait_for(lambda: self.kubectl("get", "serviceaccount", "default", check=False).returncode == 0,
                       60, "the default ServiceAccount")
         self.apply_policies()
+        if self.profile == "decoy":
+            self.raw["processes"].update(decoy.install(self.node_ip, log_dir()))
+            self.save()
+            self.say("decoy: REJECT rules and the refusing TLS server are in place")
         host.wait_for(self.kube_proxy_ready, 120, "kube-proxy Ready")
         host.wait_for(self.control_plane_visible, 60, "the control plane's mirror pods")
         self.say(f"node {self.node_name} ({self.node_ip}) Ready; kubeconfig {self.kubeconfig}")

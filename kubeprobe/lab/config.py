@@ -15,15 +15,10 @@ from pathlib import Path
 
 import yaml
 
+from kubeprobe.profiles import KIND_CONFIGS
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PROFILES = {
-    "hardened": REPO_ROOT / "kind-config.yaml",
-    "weak": REPO_ROOT / "fixtures" / "kind-config-weak.yaml",
-}
-POLICY_DIRS = {
-    "hardened": REPO_ROOT / "fixtures" / "policies",
-    "weak": REPO_ROOT / "fixtures" / "weak",
-}
+PROFILES = KIND_CONFIGS
 POD_SUBNET = "10.244.0.0/16"
 SERVICE_SUBNET = "10.96.0.0/16"
 

@@ -1,0 +1,27 @@
+"""The cluster profiles kind and the lab build, in one place.
+
+    hardened  every control holds (kind-config.yaml + fixtures/policies/)
+    weak      every control open, the negative control (fixtures/kind-config-weak.yaml +
+              fixtures/weak/)
+    decoy     weak plus wrong-reason blockers (fixtures/kind-config-decoy.yaml +
+              fixtures/weak/ + fixtures/decoy/; on the lab also kubeprobe/lab/decoy.py):
+              no block-type control may PASS against it
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = REPO_ROOT / "fixtures"
+KIND_CONFIGS = {"hardened": REPO_ROOT / "kind-config.yaml",
+                "weak": FIXTURES / "kind-config-weak.yaml",
+                "decoy": FIXTURES / "kind-config-decoy.yaml"}
+# Manifests applied once the cluster answers, in this order.
+PROFILE_MANIFESTS = {"hardened": (FIXTURES / "policies",),
+                     "weak": (FIXTURES / "weak",),
+                     "decoy": (FIXTURES / "weak", FIXTURES / "decoy")}
+
+
+def manifest_files(profile: str) -> list[Path]:
+    return [f for directory in PROFILE_MANIFESTS.get(profile, ()) if directory.is_dir()
+            for f in sorted(directory.glob("*.yaml"))]
