@@ -98,6 +98,9 @@ class AttackContext:
     alert_expected: bool = False
     # A trusted, digest-pinned image the cluster's image policy must admit (the twin's).
     trusted_image: str | None = None
+    # The username of the ServiceAccount whose token `credentials.service_account_token`
+    # handed out (set by it): what an authorizer's refusal must name.
+    service_account_username: str | None = None
     # Per-attack nonce: carried in command lines, names and URIs so that an alert or an audit
     # event can be tied to this attack (parallel-safe, no shared cache to clear).
     nonce: str = field(default_factory=lambda: secrets.token_hex(4))

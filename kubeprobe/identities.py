@@ -90,6 +90,7 @@ class ClusterCredentials:
                 spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600)),
             _request_timeout=self.kube.timeout)
         ctx.note(f"identity: ServiceAccount {namespace}/{name} (no role bindings)")
+        ctx.service_account_username = f"system:serviceaccount:{namespace}:{name}"
         return token.status.token
 
 

@@ -31,6 +31,9 @@ class LocalCredentials:
     def service_account_token(self, ctx):
         if self.token is None:
             raise Unavailable("no token in this self-test")
+        from tests.fakekubelet import RIGHTLESS_TOKEN, RIGHTLESS_USER
+        if self.token == RIGHTLESS_TOKEN:
+            ctx.service_account_username = RIGHTLESS_USER
         return self.token
 
 

@@ -26,6 +26,7 @@ MODES = {
     "no_token_authn":      {"anonymous": False, "webhook_authn": False, "authz": "Webhook"},
 }
 RIGHTLESS_TOKEN = "token-of-a-serviceaccount-without-node-rights"
+RIGHTLESS_USER = "system:serviceaccount:kp:rightless"
 PODS = {"kind": "PodList", "apiVersion": "v1", "metadata": {},
         "items": [{"metadata": {"name": "etcd-node", "namespace": "kube-system"}},
                   {"metadata": {"name": "app-0", "namespace": "default"}}]}
@@ -34,7 +35,7 @@ PODS = {"kind": "PodList", "apiVersion": "v1", "metadata": {},
 def _user(mode: dict, headers) -> str | None:
     auth = headers.get("Authorization", "")
     if auth.startswith("Bearer ") and mode["webhook_authn"]:
-        return "system:serviceaccount:kp:rightless" if auth[7:] == RIGHTLESS_TOKEN else None
+        return RIGHTLESS_USER if auth[7:] == RIGHTLESS_TOKEN else None
     return "system:anonymous" if mode["anonymous"] else None
 
 

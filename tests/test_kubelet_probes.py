@@ -51,6 +51,18 @@ def test_kubelet_probe_classifies(control_id, mode, make_ctx):
         assert "anonymous" in judged.reason  # the weaker state is named, not hidden
 
 
+def test_token_403_that_does_not_name_the_caller_is_inconclusive(make_ctx):
+    """A 403 that names another identity (or none) is not shown to be the authorizer's
+    answer about this ServiceAccount: INCONCLUSIVE, never a pass."""
+    control = CATALOG.get("KUBELET-07")
+    ctx = make_ctx(credentials=LocalCredentials(token=fakekubelet.RIGHTLESS_TOKEN))
+    with fakekubelet.serve("hardened") as kubelet:
+        ctx.credentials.service_account_token = lambda c: fakekubelet.RIGHTLESS_TOKEN
+        ctx.service_account_username = "system:serviceaccount:other:someone-else"
+        observation = load_attack(control.attack).run(ctx, endpoint("node", kubelet.port))
+    assert observation.outcome is Outcome.INCONCLUSIVE, observation
+
+
 def test_open_kubelet_evidence_names_what_leaked(make_ctx):
     attack = load_attack("kubelet_anonymous_request")
     with fakekubelet.serve("open") as kubelet:
