@@ -364,6 +364,9 @@ def _stop_processes(raw: dict) -> None:
     host.kill_pids(host.pids_with_cmdline_arg(str(containerd_socket())), grace=1)
     if "containerd" in ours:
         host.kill_pids([ours["containerd"]], groups=True)
+    others = [pid for name, pid in ours.items() if name not in ("kubelet", "containerd")]
+    if others:  # e.g. the decoy profile's refusing TLS server
+        host.kill_pids(others, groups=True)
     host.kill_pids(host.pids_in_cgroup_subtree(KUBEPODS_CGROUP), grace=0)
     host.remove_cgroup_subtree(KUBEPODS_CGROUP)
 
