@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import math
+import re
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from kubeprobe import detectors, report
-from kubeprobe.catalog import DEFAULT_CATALOG, CatalogError, load_catalog
-from kubeprobe.kube import Kube, TargetError
+from kubeprobe.catalog import DEFAULT_CATALOG, CatalogError, load_attack, load_catalog
+from kubeprobe.kube import Kube, TargetError, one_line
 from kubeprobe.outcome import Verdict
 from kubeprobe.suite import Suite, SuiteAbort, new_run_id
 from kubeprobe.targets import KIND_CONFIGS, TARGET_KINDS, TargetOptions, resolve
@@ -29,13 +32,16 @@ EXIT_CANNOT_RUN = 2
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("kubeprobe", "kubeprobe: active Kubernetes security conformance")
-    group.addoption("--target", default="auto", choices=TARGET_KINDS,
-                    help="auto (default): --kubeconfig if given, else kind if usable, else lab")
+    # kubeprobe validates its own options (pytest_configure): a bad value is one line and
+    # exit 2, not pytest's usage error (exit 4). Hence no choices= and no type=float here.
+    group.addoption("--target", default="auto",
+                    help="auto (default): --kubeconfig if given, else kind if usable, else lab; "
+                         "or existing, kind, lab")
     group.addoption("--kubeconfig", type=Path, default=None, help="kubeconfig of an existing "
                     "cluster (implies --target existing under auto)")
     group.addoption("--context", default=None, help="kubeconfig context to use")
-    group.addoption("--cluster-profile", default="hardened", choices=sorted(KIND_CONFIGS),
-                    help="profile of the cluster the suite builds (kind, lab)")
+    group.addoption("--cluster-profile", default="hardened",
+                    help="profile of the cluster the suite builds (kind, lab): hardened or weak")
     group.addoption("--keep-cluster", action="store_true",
                     help="do not delete the kind cluster / stop the lab at the end")
     group.addoption("--profile", default="default",
@@ -43,9 +49,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--catalog", type=Path, default=DEFAULT_CATALOG, help="control catalog")
     group.addoption("--controls", default=None,
                     help="comma-separated control ids or globs, e.g. ETCD-*,KUBELET-01")
-    group.addoption("--connect-timeout", type=float, default=3.0,
+    group.addoption("--connect-timeout", default=3.0,
                     help="seconds for every connect (default 3)")
-    group.addoption("--read-timeout", type=float, default=5.0,
+    group.addoption("--read-timeout", default=5.0,
                     help="seconds to wait for an answer (default 5)")
     group.addoption("--intrusive", action="store_true",
                     help="allow intrusive attacks on an existing cluster")
@@ -65,7 +71,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "detection, not only prevention")
     group.addoption("--no-falco", action="store_true",
                     help="do not install Falco on the hardened kind cluster")
-    group.addoption("--alert-timeout", type=float, default=15.0,
+    group.addoption("--alert-timeout", default=15.0,
                     help="seconds to wait for an expected alert (default 15)")
     group.addoption("--reports-dir", type=Path, default=REPO_ROOT / "reports",
                     help="where report.html, results.json and junit.xml go")
@@ -84,9 +90,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "lab: needs root and the lab binaries")
     if not _runs_suites(config):
         return
+    _validate_options(config)
     # The suite always leaves the three reports behind; explicit options still win.
-    reports = config.getoption("reports_dir")
-    reports.mkdir(parents=True, exist_ok=True)
+    reports = _writable_reports_dir(config.getoption("reports_dir"))
     if getattr(config.option, "htmlpath", None) is None:
         config.option.htmlpath = str(reports / "report.html")
         config.option.self_contained_html = True
@@ -98,6 +104,67 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _cannot_run(message: str) -> None:
     pytest.exit(f"kubeprobe: {message}", returncode=EXIT_CANNOT_RUN)
+
+
+# A run id goes into namespace, pod and kind cluster names and label values: a DNS-1123
+# label, short enough that `kp-<longest prefix>-<run id>-<nonce>` still fits in 63.
+RUN_ID = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+RUN_ID_MAX = 26
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def _seconds(config: pytest.Config, name: str) -> None:
+    option = "--" + name.replace("_", "-")
+    raw = getattr(config.option, name)
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        _cannot_run(f"{option} {raw!r}: must be a number of seconds greater than 0")
+    setattr(config.option, name, value)
+
+
+def _falco_receiver(raw: str) -> None:
+    host, sep, port = raw.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536 or any(
+            ch in host for ch in " /") or (":" in host and not host.startswith("[")):
+        _cannot_run(f"--falco-receiver {raw!r}: expected HOST:PORT (e.g. 0.0.0.0:2801), "
+                    f"port 1-65535")
+
+
+def _validate_options(config: pytest.Config) -> None:
+    """kubeprobe's own options, checked before anything is built or touched: one line and
+    exit 2 for a bad value (pytest would say exit 4, with its usage text)."""
+    opt = config.option
+    if opt.target not in TARGET_KINDS:
+        _cannot_run(f"--target {opt.target!r}: must be one of {', '.join(TARGET_KINDS)}")
+    if opt.cluster_profile not in KIND_CONFIGS:
+        _cannot_run(f"--cluster-profile {opt.cluster_profile!r}: must be one of "
+                    f"{', '.join(sorted(KIND_CONFIGS))}")
+    for name in ("connect_timeout", "read_timeout", "alert_timeout"):
+        _seconds(config, name)
+    if opt.falco_receiver is not None:
+        _falco_receiver(opt.falco_receiver)
+    if not DNS_LABEL.match(opt.falco_namespace or ""):
+        _cannot_run(f"--falco-namespace {opt.falco_namespace!r}: not a namespace name "
+                    f"(lowercase letters, digits and '-')")
+    if opt.run_id is not None and not (RUN_ID.match(opt.run_id)
+                                       and len(opt.run_id) <= RUN_ID_MAX):
+        _cannot_run(f"--run-id {opt.run_id!r}: must be DNS-safe (lowercase letters, digits "
+                    f"and '-', starting and ending alphanumeric) and at most {RUN_ID_MAX} "
+                    f"characters: it goes into namespace and object names")
+
+
+def _writable_reports_dir(reports: Path) -> Path:
+    try:
+        reports.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=reports):
+            pass
+    except OSError as exc:
+        _cannot_run(f"--reports-dir {reports}: cannot write there "
+                    f"({exc.strerror or type(exc).__name__})")
+    return reports
 
 
 def _load_controls(config: pytest.Config) -> None:
@@ -117,6 +184,14 @@ def _load_controls(config: pytest.Config) -> None:
     if profile not in catalog.profiles:
         _cannot_run(f"--profile {profile!r} is not in the catalog "
                     f"(profiles: {', '.join(catalog.profiles)})")
+    for control in controls:  # an attack that cannot even load is a malformed catalog
+        try:
+            load_attack(control.attack, catalog.attacks_dir)
+        except CatalogError as exc:
+            _cannot_run(f"malformed catalog {catalog.path}: control {control.id}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - the module's own error, on one line
+            _cannot_run(f"malformed catalog {catalog.path}: control {control.id}: attack "
+                        f"module {control.attack} does not load: {one_line(exc)}")
     config.stash[SUITE_KEY] = {"catalog": catalog, "controls": controls}
 
 

@@ -176,7 +176,7 @@ class Suite:
         if control.intrusive and not self.intrusive and self.target.kind == "existing":
             return finish(Verdict.SKIP, "intrusive attack: run with --intrusive on an "
                                         "existing cluster")
-        attack = load_attack(control.attack)
+        attack = load_attack(control.attack, self.catalog.attacks_dir)
         endpoints = self.endpoints.of(attack.TARGETS)
         if not endpoints:
             why = self.endpoints.missing.get(attack.TARGETS, f"no {attack.TARGETS} endpoint found")

@@ -26,6 +26,24 @@ contexts:
 current-context: staging
 """
 
+# A throwaway catalog for the tests below: one control whose attack module lives next to it
+# (attacks_dir), so a test decides exactly what the attack and its cleanup do.
+CATALOG = """profiles: {{default: prevention}}
+attacks_dir: attacks
+controls:
+- id: STANDIN-01
+  title: a throwaway control of the exit-code self-tests
+  component: kube-apiserver
+  guidance: none; this control only exists in a self-test
+  attack: {attack}
+  identity: the runner
+  vantage: runner
+  expected: {{default: {expected}}}
+  blocked_by: [http_401]
+  mappings: {{cis: [], mitre: [T1613]}}
+  remediation: none
+{alert}"""
+
 
 def run_suite(tmp_path: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     started = time.monotonic()
@@ -145,3 +163,50 @@ def test_unknown_profile(tmp_path):
 def test_controls_selection_matching_nothing(tmp_path):
     done = run_suite(tmp_path, "--controls", "NOPE-*")
     assert_one_clear_line(done, "matches no control")
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--connect-timeout", "-1"], "--connect-timeout '-1': must be a number of seconds greater than 0"),
+    (["--connect-timeout", "soon"], "--connect-timeout 'soon': must be a number of seconds"),
+    (["--read-timeout", "0"], "--read-timeout '0': must be a number of seconds greater than 0"),
+    (["--alert-timeout", "-5"], "--alert-timeout '-5': must be a number of seconds greater than 0"),
+    (["--alert-timeout", "nan"], "--alert-timeout 'nan': must be a number of seconds"),
+    (["--target", "nosuch"], "--target 'nosuch': must be one of auto, existing, kind, lab"),
+    (["--cluster-profile", "paranoid"], "--cluster-profile 'paranoid': must be one of hardened, weak"),
+    (["--falco-receiver", "2801"], "--falco-receiver '2801': expected HOST:PORT"),
+    (["--falco-receiver", "0.0.0.0:70000"], "--falco-receiver '0.0.0.0:70000': expected HOST:PORT"),
+    (["--falco-receiver", "host:port"], "--falco-receiver 'host:port': expected HOST:PORT"),
+    (["--falco-namespace", "Falco_NS"], "--falco-namespace 'Falco_NS': not a namespace name"),
+    (["--run-id", "Nightly_1"], "--run-id 'Nightly_1': must be DNS-safe"),
+    (["--run-id", "a" * 27], "at most 26 characters"),
+    (["--controls", "ETCD-99,NOPE-*"], "--controls 'ETCD-99,NOPE-*' matches no control"),
+], ids=lambda v: v if isinstance(v, str) and v.startswith("-") else None)
+def test_bad_option(tmp_path, args, expected):
+    """kubeprobe's own options are kubeprobe's to refuse: one line, exit 2 (never pytest's
+    usage error 4, a validation traceback per control, or an attempt to reach a cluster)."""
+    done = run_suite(tmp_path, *args)
+    assert_one_clear_line(done, expected, max_s=20)
+    assert not (tmp_path / "reports" / "report.html").exists()  # refused before the run
+
+
+def test_reports_dir_that_cannot_be_written(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    done = run_suite(tmp_path, "--reports-dir", str(blocker / "reports"))
+    assert_one_clear_line(done, f"--reports-dir {blocker / 'reports'}: cannot write there "
+                                "(Not a directory)", max_s=20)
+
+
+def test_missing_catalog(tmp_path):
+    done = run_suite(tmp_path, "--catalog", str(tmp_path / "nope.yaml"))
+    assert_one_clear_line(done, "cannot read catalog", max_s=20)
+
+
+def test_catalog_whose_attack_does_not_load(tmp_path):
+    (tmp_path / "attacks").mkdir()
+    (tmp_path / "attacks" / "broken.py").write_text("TARGETS = 'apiserver'\ndef run(ctx, target:\n")
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(CATALOG.format(attack="broken", expected="BLOCKED", alert=""))
+    done = run_suite(tmp_path, "--catalog", str(catalog))
+    assert_one_clear_line(done, "control STANDIN-01: attack module broken does not load: "
+                                "SyntaxError", max_s=20)
