@@ -40,15 +40,6 @@ def no_answer(exc: BaseException) -> bool:
     return is_connection_failure(exc) or (isinstance(exc, ApiException) and not exc.status)
 
 
-def one_line(exc: BaseException, limit: int = 200) -> str:
-    """`Type: message` on one line (an ApiException's str() spans several: headers, body)."""
-    if isinstance(exc, ApiException) and exc.status:
-        text = f"HTTP {exc.status} {exc.reason or ''}".strip()
-    else:
-        text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:limit]}" if text else type(exc).__name__
-
-
 def _read_kubeconfig(kubeconfig: Path) -> None:
     """A kubeconfig the client's loader would choke on (not YAML, not a mapping) gets one
     line of its own instead of the loader's internals ('str' object does not support ...)."""

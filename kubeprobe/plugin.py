@@ -2,15 +2,19 @@
 the reports (pytest-html columns and evidence, results.json, JUnit properties).
 
 Exit codes: 0 every control held (PASS, or SKIP/NOT-VERIFIED with a reason), 1 a control
-FAILED or could not be judged (ERROR), 2 the suite could not run (bad target, malformed
-catalog, API gone mid-run).
+FAILED or could not be judged (ERROR), 2 the suite could not run (bad option, bad target,
+malformed catalog, API server gone mid-run) or a cleanup failed. Every exit 2 prints one
+`kubeprobe: ...` line: before the run (pytest_configure, the fixtures) through pytest.exit;
+mid-run through SuiteAbort; for failed cleanups at the end, in the terminal summary.
 """
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import math
 import re
+import sys
 import tempfile
 from pathlib import Path
 
@@ -18,7 +22,8 @@ import pytest
 
 from kubeprobe import detectors, report
 from kubeprobe.catalog import DEFAULT_CATALOG, CatalogError, load_attack, load_catalog
-from kubeprobe.kube import Kube, TargetError, one_line
+from kubeprobe.errors import one_line
+from kubeprobe.kube import Kube, TargetError
 from kubeprobe.outcome import Verdict
 from kubeprobe.suite import Suite, SuiteAbort, new_run_id
 from kubeprobe.targets import KIND_CONFIGS, TARGET_KINDS, TargetOptions, resolve
@@ -27,6 +32,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SUITES_DIR = REPO_ROOT / "suites"
 RESULT_KEY = pytest.StashKey["object"]()
 SUITE_KEY = pytest.StashKey["object"]()
+# What makes a run that got going exit 2 at its end (a cleanup or the target's teardown
+# failed): reported as one line in the terminal summary.
+END_KEY = pytest.StashKey[list]()
+ABORTED_KEY = pytest.StashKey[bool]()  # the run ended at once: the API server went away
 EXIT_CANNOT_RUN = 2
 
 
@@ -104,6 +113,24 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _cannot_run(message: str) -> None:
     pytest.exit(f"kubeprobe: {message}", returncode=EXIT_CANNOT_RUN)
+
+
+def _exit_2_at_the_end(config: pytest.Config, message: str) -> None:
+    """For what goes wrong after the run started (teardown): raising there would skip other
+    teardown steps, so it is recorded, and pytest_sessionfinish makes the exit code 2."""
+    config.stash.setdefault(END_KEY, []).append(message)
+
+
+def _say(config: pytest.Config, line: str) -> None:
+    """One line on the terminal now, even from inside a fixture (output capture suspended)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:
+        print(line, file=sys.stderr, flush=True)
+        return
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        reporter.ensure_newline()
+        reporter.write_line(line, yellow=True)
 
 
 # A run id goes into namespace, pod and kind cluster names and label values: a DNS-1123
@@ -224,7 +251,7 @@ def kubeprobe_target(request: pytest.FixtureRequest):
     yield target
     errors = target.close()
     if errors:
-        _cannot_run("target teardown failed: " + "; ".join(errors))
+        _exit_2_at_the_end(config, "target teardown failed: " + "; ".join(errors))
 
 
 @pytest.fixture(scope="session")
@@ -245,20 +272,30 @@ def kubeprobe_suite(request: pytest.FixtureRequest, kubeprobe_target):
                   probe_image=_probe_image(config, kubeprobe_target),
                   falco_namespace=config.getoption("falco_namespace"))
     config.stash[SUITE_KEY]["suite"] = suite
-    sources = detectors.sources_for(kubeprobe_target, kube, config.getoption("audit_log"),
-                                    config.getoption("falco_receiver"),
-                                    config.getoption("falco_namespace"))
-    for source in sources.values():
-        suite.defer(f"stop the {source.name} alert source", source.stop)
-        source.start()
-    suite.alert_sources = sources
-    suite.alert_deadline_s = config.getoption("alert_timeout")
-    report.add_environment(config, suite)
+    try:
+        sources, failed = detectors.start_sources(
+            kubeprobe_target, kube, config.getoption("audit_log"),
+            config.getoption("falco_receiver"), config.getoption("falco_namespace"))
+        for source in sources.values():
+            suite.defer(f"stop the {source.name} alert source", source.stop)
+        for name, why in failed.items():
+            _say(config, f"kubeprobe: the {name} alert source cannot start ({why}); going on "
+                         f"without it: controls expecting {name} alerts say NOT-VERIFIED")
+        suite.alert_sources, suite.alert_sources_unavailable = sources, failed
+        suite.alert_deadline_s = config.getoption("alert_timeout")
+        report.add_environment(config, suite)
+    except Exception:
+        if kube.alive():
+            raise
+        errors = suite.close()
+        _cannot_run(f"API server {kube.server_url} stopped answering mid-run (during setup: "
+                    f"starting the alert sources)" + (f"; cleanup failed: {'; '.join(errors)}"
+                                                      if errors else ""))
     yield suite
     errors = suite.close()
     if errors:
-        config.stash[SUITE_KEY]["cleanup_errors"] = errors
-        _cannot_run("cleanup failed, objects may be left in the cluster: " + "; ".join(errors))
+        _exit_2_at_the_end(config, "cleanup failed, objects may be left in the cluster: "
+                                   + "; ".join(errors))
 
 
 def _agent_image(config: pytest.Config) -> tuple:
@@ -292,6 +329,7 @@ def enforce(suite: Suite, control, item: pytest.Item) -> None:
     try:
         result = suite.run_control(control)
     except SuiteAbort as exc:
+        item.config.stash[ABORTED_KEY] = True  # its line names what cleanup left behind
         _cannot_run(str(exc))
     item.stash[RESULT_KEY] = result
     item.user_properties.extend([("control", control.id), ("verdict", result.verdict.value),
@@ -324,21 +362,41 @@ def pytest_runtest_makereport(item: pytest.Item, call):
         report.attach_extras(rep, result)
 
 
+def _end_problems(config: pytest.Config) -> list[str]:
+    """Why a run that went through must still exit 2: failed per-control cleanups (already
+    named in the line of a run that aborted), then the run-wide cleanup and the target's
+    teardown."""
+    state = config.stash.get(SUITE_KEY, None) or {}
+    problems = []
+    suite = state.get("suite")
+    aborted = config.stash.get(ABORTED_KEY, False)
+    if suite is not None and suite.cleanup_failures and not aborted:
+        problems.append("cleanup failed, objects may be left in the cluster: "
+                        + "; ".join(suite.cleanup_failures))
+    return problems + config.stash.get(END_KEY, [])
+
+
+@pytest.hookimpl(trylast=True)  # after the session fixtures' teardown (runner's sessionfinish)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _end_problems(session.config):
+        session.exitstatus = EXIT_CANNOT_RUN
     path = session.config.stash.get(RESULT_KEY, None)
     state = session.config.stash.get(SUITE_KEY, None)
     if path is None or not state or "suite" not in state:
         return
     suite: Suite = state["suite"]
-    payload = report.results_document(suite, exitstatus)
+    payload = report.results_document(suite, session.exitstatus)
     path.write_text(json.dumps(payload, indent=2, default=str))
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     state = config.stash.get(SUITE_KEY, None)
-    if not state or "suite" not in state:
-        return
-    report.terminal_summary(terminalreporter, state["suite"], config.stash.get(RESULT_KEY, None))
+    if state and "suite" in state:
+        report.terminal_summary(terminalreporter, state["suite"],
+                                config.stash.get(RESULT_KEY, None))
+    problems = _end_problems(config)
+    if problems:  # one line, whatever the count: exit 2
+        terminalreporter.write_line("kubeprobe: " + "; ".join(problems), red=True, bold=True)
 
 
 # pytest-html hooks (pytest-html is a hard dependency of kubeprobe).
