@@ -287,6 +287,7 @@ def kubeprobe_suite(request: pytest.FixtureRequest, kubeprobe_target):
     except Exception:
         if kube.alive():
             raise
+        kube.mark_gone()
         errors = suite.close()
         _cannot_run(f"API server {kube.server_url} stopped answering mid-run (during setup: "
                     f"starting the alert sources)" + (f"; cleanup failed: {'; '.join(errors)}"

@@ -336,6 +336,17 @@ def test_api_server_gone_during_discovery(tmp_path):
     assert results(tmp_path)["exit_status"] == 2
 
 
+def test_api_server_gone_during_setup(tmp_path):
+    """Before any control: while the alert sources are looked for (the Falco pods)."""
+    catalog = throwaway_catalog(tmp_path, "succeeds")
+    with StandInApiServer(stop_on=lambda method, path, _: "/namespaces/falco/" in path) as api:
+        done = run_suite(tmp_path, "--kubeconfig", str(api.kubeconfig(tmp_path)),
+                         "--catalog", str(catalog))
+        assert_one_clear_line(done, f"API server {api.url} stopped answering mid-run (during "
+                                    "setup: starting the alert sources)")
+    assert results(tmp_path)["controls"] == []
+
+
 def test_api_server_gone_during_a_probe_of_the_api_server(tmp_path):
     """APISERVER-01 for real: its anonymous request is where the API server goes away. A
     connection that is cut or refused proves nothing about anonymous access: exit 2, no row
