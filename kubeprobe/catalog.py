@@ -17,6 +17,10 @@ One YAML file (`kubeprobe/catalog.yaml` unless `--catalog` names another). Each 
   intrusive    true if the attack changes the cluster beyond throwaway objects
   mappings     {cis: benchmark id(s), [] where the benchmark has none; mitre: technique id(s)}
   remediation  what to change when the control fails
+
+Top level: `profiles` (name -> description, `default` required), `controls`, and optionally
+`attacks_dir` (the directory of the attack modules, relative to the catalog file; default
+the project's attacks/), so another catalog can bring attacks of its own.
 """
 from __future__ import annotations
 
@@ -73,6 +77,7 @@ class Catalog:
     path: Path
     profiles: dict[str, str]
     controls: tuple[Control, ...]
+    attacks_dir: Path = ATTACKS_DIR
 
     def get(self, control_id: str) -> Control:
         for control in self.controls:
@@ -118,7 +123,7 @@ def _parse_control(raw: Any, path: Path, index: int, profiles: dict[str, str],
         raise _fail(path, where, f"field vantage must be one of {', '.join(VANTAGES)}")
     if not attack_module_path(raw["attack"], attacks_dir).is_file():
         raise _fail(path, where, f"field attack names a module that does not exist: "
-                                 f"attacks/{raw['attack']}.py")
+                                 f"{attack_module_path(raw['attack'], attacks_dir)}")
 
     expected_raw = raw["expected"]
     if not isinstance(expected_raw, dict) or "default" not in expected_raw:
@@ -186,8 +191,9 @@ def _parse_control(raw: Any, path: Path, index: int, profiles: dict[str, str],
         intrusive=bool(raw.get("intrusive", False)))
 
 
-def load_catalog(path: Path | str = DEFAULT_CATALOG, attacks_dir: Path = ATTACKS_DIR) -> Catalog:
-    """Load and validate the whole catalog; raise CatalogError naming the first problem."""
+def load_catalog(path: Path | str = DEFAULT_CATALOG, attacks_dir: Path | None = None) -> Catalog:
+    """Load and validate the whole catalog; raise CatalogError naming the first problem.
+    `attacks_dir` overrides the catalog's own `attacks_dir` (default: attacks/)."""
     path = Path(path)
     try:
         doc = yaml.safe_load(path.read_text())
@@ -202,6 +208,13 @@ def load_catalog(path: Path | str = DEFAULT_CATALOG, attacks_dir: Path = ATTACKS
     profiles = doc.get("profiles")
     if not isinstance(profiles, dict) or "default" not in profiles:
         raise _fail(path, "profiles", "must map profile names to descriptions, incl. default")
+    if attacks_dir is None:
+        own = doc.get("attacks_dir")
+        if own is not None and (not isinstance(own, str) or not own.strip()):
+            raise _fail(path, "attacks_dir", "must be a directory path")
+        attacks_dir = (path.parent / own) if own else ATTACKS_DIR
+        if not attacks_dir.is_dir():
+            raise _fail(path, "attacks_dir", f"{attacks_dir} is not a directory")
     controls = tuple(_parse_control(raw, path, i, profiles, attacks_dir)
                      for i, raw in enumerate(doc["controls"]))
     seen: set[str] = set()
@@ -209,7 +222,8 @@ def load_catalog(path: Path | str = DEFAULT_CATALOG, attacks_dir: Path = ATTACKS
         if control.id in seen:
             raise _fail(path, f"control {control.id}", "duplicate id")
         seen.add(control.id)
-    return Catalog(path=path, profiles=dict(profiles), controls=controls)
+    return Catalog(path=path, profiles=dict(profiles), controls=controls,
+                   attacks_dir=Path(attacks_dir))
 
 
 def load_attack(name: str, attacks_dir: Path = ATTACKS_DIR):
@@ -219,5 +233,5 @@ def load_attack(name: str, attacks_dir: Path = ATTACKS_DIR):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     if not callable(getattr(module, "run", None)):
-        raise CatalogError(f"attack module attacks/{name}.py has no run(ctx, **params)")
+        raise CatalogError(f"attack module {path} has no run(ctx, **params)")
     return module

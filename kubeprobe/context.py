@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
+from kubeprobe.errors import one_line
 from kubeprobe.net import ClientCert, Exchange, Probe, Transport
 
 log = logging.getLogger("kubeprobe")
@@ -141,9 +142,11 @@ class AttackContext:
     def note(self, text: str) -> None:
         self.notes.append(text)
 
-    def run_cleanups(self) -> list[Cleanup]:
+    def run_cleanups(self, on_error: Callable[[Cleanup], Any] | None = None) -> list[Cleanup]:
         """Run every registered cleanup (last first), even if one fails; return them all with
-        their errors so the report can show a cleanup that did not work."""
+        their errors (one line each) so the report can show a cleanup that did not work.
+        `on_error` sees each failure before the next cleanup runs (the suite checks there
+        whether the API server is gone, which shortens the deadlines of the rest)."""
         done = []
         while self._cleanups:
             item = self._cleanups.pop()
@@ -151,8 +154,10 @@ class AttackContext:
             try:
                 item.func(*item.args, **item.kwargs)
             except Exception as exc:  # noqa: BLE001 - every failure is reported, none hidden
-                item.error = f"{type(exc).__name__}: {exc}"
+                item.error = one_line(exc, 300)
                 log.warning("cleanup failed: %s: %s", item.description, item.error)
+                if on_error is not None:
+                    on_error(item)
             log.debug("cleanup %s took %.2fs", item.description, time.monotonic() - started)
             done.append(item)
         return done

@@ -7,9 +7,14 @@ audit  the lab: the API server's --audit-log-path on this host; kind: `tail -F` 
        audit trail: the source is MissingSource and the control FAILS.
 falco  --falco-receiver HOST:PORT (Falco http_output / falcosidekick pointed at the runner), or
        the JSON logs of Falco pods (label app.kubernetes.io/name=falco) in --falco-namespace.
+
+A source that cannot start (the receiver's address is taken, --audit-log is not a readable
+file, docker is missing, the Falco pod's log cannot be opened) is left out with the reason:
+the run goes on, and the controls that expect its alerts say NOT-VERIFIED with that reason.
 """
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -17,16 +22,23 @@ from typing import Any
 from kubernetes.client.rest import ApiException
 
 from kubeprobe.alerts import (AuditLogSource, FalcoHttpReceiver, LineSource, MissingSource)
+from kubeprobe.errors import one_line
 from kubeprobe.evidence import pod_flags
-from kubeprobe.kube import Kube
+from kubeprobe.kube import Kube, no_answer
 from kubeprobe.targets import Target
 
 NO_AUDIT = ("the API server keeps no audit trail: neither --audit-log-path nor "
             "--audit-webhook-config-file is set")
 
 
+class SourceUnavailable(Exception):
+    """This alert source cannot start; the message says why."""
+
+
 def _audit_source(target: Target, kube: Kube, audit_log: Path | None):
     if audit_log is not None:
+        if not audit_log.is_file() or not os.access(audit_log, os.R_OK):
+            raise SourceUnavailable(f"--audit-log {audit_log} is not a readable file")
         return AuditLogSource(audit_log)
     apiservers = pod_flags(kube, "kube-apiserver")
     if not apiservers:
@@ -51,23 +63,51 @@ def _audit_source(target: Target, kube: Kube, audit_log: Path | None):
 def _falco_source(kube: Kube, receiver: str | None, namespace: str):
     if receiver:
         host, _, port = receiver.rpartition(":")
-        return FalcoHttpReceiver(host or "0.0.0.0", int(port))
+        return FalcoHttpReceiver(host.strip("[]") or "0.0.0.0", int(port))
     try:
         pods = kube.core.list_namespaced_pod(namespace,
                                              label_selector="app.kubernetes.io/name=falco",
                                              _request_timeout=kube.timeout).items
-    except ApiException:
-        return None
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise SourceUnavailable(f"cannot list the Falco pods in {namespace}: "
+                                f"{one_line(exc)}") from None
     if not pods:
         return None
-    stream = kube.core.read_namespaced_pod_log(pods[0].metadata.name, namespace, follow=True,
-                                               tail_lines=0, _preload_content=False)
+    name = pods[0].metadata.name
+    try:
+        stream = kube.core.read_namespaced_pod_log(name, namespace, follow=True, tail_lines=0,
+                                                   _preload_content=False)
+    except ApiException as exc:
+        raise SourceUnavailable(f"cannot follow the logs of {namespace}/{name}: "
+                                f"{one_line(exc)}") from None
     return LineSource("falco", stream.stream())
 
 
-def sources_for(target: Target, kube: Kube, audit_log: Path | None = None,
-                falco_receiver: str | None = None,
-                falco_namespace: str = "falco") -> dict[str, Any]:
-    found = {"audit": _audit_source(target, kube, audit_log),
-             "falco": _falco_source(kube, falco_receiver, falco_namespace)}
-    return {name: source for name, source in found.items() if source is not None}
+def start_sources(target: Target, kube: Kube, audit_log: Path | None = None,
+                  falco_receiver: str | None = None, falco_namespace: str = "falco",
+                  ) -> tuple[dict[str, Any], dict[str, str]]:
+    """Build and start every alert source the target has: ({name: started source},
+    {name: why it could not start}). The API server not answering is not a detector
+    problem: that exception propagates (the run ends with exit 2)."""
+    builders = {"audit": lambda: _audit_source(target, kube, audit_log),
+                "falco": lambda: _falco_source(kube, falco_receiver, falco_namespace)}
+    started, failed = {}, {}
+    for name, build in builders.items():
+        try:
+            source = build()
+            if source is None:
+                continue
+            source.start()
+        except SourceUnavailable as exc:
+            failed[name] = str(exc)
+        except Exception as exc:  # noqa: BLE001 - one line; the run goes on without it
+            if no_answer(exc) and not kube.alive():
+                raise
+            where = (f"--falco-receiver {falco_receiver}: " if name == "falco" and falco_receiver
+                     else "")
+            failed[name] = where + one_line(exc)
+        else:
+            started[name] = source
+    return started, failed

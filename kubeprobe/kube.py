@@ -34,12 +34,41 @@ def is_connection_failure(exc: BaseException) -> bool:
                             urllib3.exceptions.TimeoutError, ConnectionError, TimeoutError))
 
 
+def no_answer(exc: BaseException) -> bool:
+    """The API server did not answer at all: a transport failure, or the client's status-0
+    ApiException (TLS failure, a websocket that could not connect or was cut)."""
+    return is_connection_failure(exc) or (isinstance(exc, ApiException) and not exc.status)
+
+
+def _read_kubeconfig(kubeconfig: Path) -> None:
+    """A kubeconfig the client's loader would choke on (not YAML, not a mapping) gets one
+    line of its own instead of the loader's internals ('str' object does not support ...)."""
+    try:
+        doc = yaml.safe_load(Path(kubeconfig).read_text())
+    except OSError as exc:
+        raise TargetError(f"cannot read kubeconfig {kubeconfig}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise TargetError(f"kubeconfig {kubeconfig} is not a kubeconfig: not text") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise TargetError(f"kubeconfig {kubeconfig} is not valid YAML{where}: "
+                          f"{getattr(exc, 'problem', None) or exc}") from None
+    if not isinstance(doc, dict):
+        raise TargetError(f"kubeconfig {kubeconfig} is not a kubeconfig: expected a YAML "
+                          f"mapping with clusters, users and contexts, got "
+                          f"{type(doc).__name__ if doc is not None else 'an empty file'}")
+
+
 @dataclass
 class Kube:
     api_client: client.ApiClient
     context: str | None
     kubeconfig: Path | None
     timeout: tuple[float, float] = (3.0, 15.0)
+    # Set once the API server stopped answering: every later call (the cleanups still
+    # attempted) gets a short deadline, whatever deadline its caller captured.
+    gone: bool = False
 
     @classmethod
     def connect(cls, kubeconfig: Path | None, context: str | None,
@@ -48,6 +77,8 @@ class Kube:
         where = str(kubeconfig) if kubeconfig else "the default kubeconfig"
         if kubeconfig is not None and not Path(kubeconfig).is_file():
             raise TargetError(f"kubeconfig {kubeconfig} does not exist")
+        if kubeconfig is not None:
+            _read_kubeconfig(kubeconfig)
         try:
             contexts, _ = config.list_kube_config_contexts(config_file=str(kubeconfig)
                                                            if kubeconfig else None)
@@ -58,13 +89,18 @@ class Kube:
         if context and context not in names:
             raise TargetError(f"context {context!r} is not in {where} "
                               f"(contexts: {', '.join(names) or 'none'})")
+        configuration = client.Configuration()
         try:
-            api_client = config.new_client_from_config(
-                config_file=str(kubeconfig) if kubeconfig else None, context=context)
+            config.load_kube_config(config_file=str(kubeconfig) if kubeconfig else None,
+                                    context=context, client_configuration=configuration)
         except _KUBECONFIG_ERRORS as exc:
             raise TargetError(f"bad kubeconfig {where}: {exc}") from None
-        api_client.configuration.retries = False
-        kube = cls(api_client, context, kubeconfig, (connect_timeout, 15.0))
+        # Before the client exists: its connection pools read it once. One attempt per call,
+        # so a dead or filtered API server costs one connect deadline, not four.
+        configuration.retries = False
+        kube = cls(client.ApiClient(configuration), context, kubeconfig,
+                   (connect_timeout, 15.0))
+        kube._bound_requests()
         try:
             kube.server_version()
         except ApiException as exc:
@@ -76,6 +112,27 @@ class Kube:
                                   f"({type(exc).__name__})") from None
             raise
         return kube
+
+    def _bound_requests(self) -> None:
+        """Every REST call gets at least the connect deadline (a call made without one can
+        no longer wait on a filtered address for minutes), and once the API server is gone,
+        short connect and read deadlines."""
+        rest = self.api_client.rest_client
+        request = rest.request
+
+        def bounded(method, url, *args, _request_timeout=None, **kwargs):
+            if self.gone:
+                _request_timeout = self.timeout
+            elif _request_timeout is None:
+                _request_timeout = (self.timeout[0], None)
+            return request(method, url, *args, _request_timeout=_request_timeout, **kwargs)
+        rest.request = bounded
+
+    def mark_gone(self, deadline_s: float = 1.0) -> None:
+        """The API server stopped answering: from now on every call waits at most
+        `deadline_s` (or the connect timeout, if shorter) to connect and to read."""
+        short = min(self.timeout[0], deadline_s)
+        self.gone, self.timeout = True, (short, short)
 
     @property
     def server_url(self) -> str:
@@ -114,9 +171,12 @@ class Kube:
         return {"gitVersion": info.git_version, "platform": info.platform}
 
     def alive(self) -> bool:
+        """Does the API server still answer (any HTTP status counts as an answer)?"""
         try:
             self.server_version()
-        except Exception:  # noqa: BLE001
+        except ApiException as exc:
+            return bool(exc.status)
+        except Exception:  # noqa: BLE001 - no answer, whatever the transport said
             return False
         return True
 

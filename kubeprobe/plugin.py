@@ -2,19 +2,27 @@
 the reports (pytest-html columns and evidence, results.json, JUnit properties).
 
 Exit codes: 0 every control held (PASS, or SKIP/NOT-VERIFIED with a reason), 1 a control
-FAILED or could not be judged (ERROR), 2 the suite could not run (bad target, malformed
-catalog, API gone mid-run).
+FAILED or could not be judged (ERROR), 2 the suite could not run (bad option, bad target,
+malformed catalog, API server gone mid-run) or a cleanup failed. Every exit 2 prints one
+`kubeprobe: ...` line: before the run (pytest_configure, the fixtures) through pytest.exit;
+mid-run through SuiteAbort; for failed cleanups at the end, in the terminal summary.
 """
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
+import math
+import re
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from kubeprobe import detectors, report
-from kubeprobe.catalog import DEFAULT_CATALOG, CatalogError, load_catalog
+from kubeprobe.catalog import DEFAULT_CATALOG, CatalogError, load_attack, load_catalog
+from kubeprobe.errors import one_line
 from kubeprobe.kube import Kube, TargetError
 from kubeprobe.outcome import Verdict
 from kubeprobe.suite import Suite, SuiteAbort, new_run_id
@@ -24,18 +32,25 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SUITES_DIR = REPO_ROOT / "suites"
 RESULT_KEY = pytest.StashKey["object"]()
 SUITE_KEY = pytest.StashKey["object"]()
+# What makes a run that got going exit 2 at its end (a cleanup or the target's teardown
+# failed): reported as one line in the terminal summary.
+END_KEY = pytest.StashKey[list]()
+ABORTED_KEY = pytest.StashKey[bool]()  # the run ended at once: the API server went away
 EXIT_CANNOT_RUN = 2
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("kubeprobe", "kubeprobe: active Kubernetes security conformance")
-    group.addoption("--target", default="auto", choices=TARGET_KINDS,
-                    help="auto (default): --kubeconfig if given, else kind if usable, else lab")
+    # kubeprobe validates its own options (pytest_configure): a bad value is one line and
+    # exit 2, not pytest's usage error (exit 4). Hence no choices= and no type=float here.
+    group.addoption("--target", default="auto",
+                    help="auto (default): --kubeconfig if given, else kind if usable, else lab; "
+                         "or existing, kind, lab")
     group.addoption("--kubeconfig", type=Path, default=None, help="kubeconfig of an existing "
                     "cluster (implies --target existing under auto)")
     group.addoption("--context", default=None, help="kubeconfig context to use")
-    group.addoption("--cluster-profile", default="hardened", choices=sorted(KIND_CONFIGS),
-                    help="profile of the cluster the suite builds (kind, lab)")
+    group.addoption("--cluster-profile", default="hardened",
+                    help="profile of the cluster the suite builds (kind, lab): hardened or weak")
     group.addoption("--keep-cluster", action="store_true",
                     help="do not delete the kind cluster / stop the lab at the end")
     group.addoption("--profile", default="default",
@@ -43,9 +58,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--catalog", type=Path, default=DEFAULT_CATALOG, help="control catalog")
     group.addoption("--controls", default=None,
                     help="comma-separated control ids or globs, e.g. ETCD-*,KUBELET-01")
-    group.addoption("--connect-timeout", type=float, default=3.0,
+    group.addoption("--connect-timeout", default=3.0,
                     help="seconds for every connect (default 3)")
-    group.addoption("--read-timeout", type=float, default=5.0,
+    group.addoption("--read-timeout", default=5.0,
                     help="seconds to wait for an answer (default 5)")
     group.addoption("--intrusive", action="store_true",
                     help="allow intrusive attacks on an existing cluster")
@@ -65,7 +80,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "detection, not only prevention")
     group.addoption("--no-falco", action="store_true",
                     help="do not install Falco on the hardened kind cluster")
-    group.addoption("--alert-timeout", type=float, default=15.0,
+    group.addoption("--alert-timeout", default=15.0,
                     help="seconds to wait for an expected alert (default 15)")
     group.addoption("--namespaces", default="*",
                     help="workload namespaces (comma-separated globs) where admission attacks "
@@ -93,9 +108,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "lab: needs root and the lab binaries")
     if not _runs_suites(config):
         return
+    _validate_options(config)
     # The suite always leaves the three reports behind; explicit options still win.
-    reports = config.getoption("reports_dir")
-    reports.mkdir(parents=True, exist_ok=True)
+    reports = _writable_reports_dir(config.getoption("reports_dir"))
     if getattr(config.option, "htmlpath", None) is None:
         config.option.htmlpath = str(reports / "report.html")
         config.option.self_contained_html = True
@@ -107,6 +122,85 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _cannot_run(message: str) -> None:
     pytest.exit(f"kubeprobe: {message}", returncode=EXIT_CANNOT_RUN)
+
+
+def _exit_2_at_the_end(config: pytest.Config, message: str) -> None:
+    """For what goes wrong after the run started (teardown): raising there would skip other
+    teardown steps, so it is recorded, and pytest_sessionfinish makes the exit code 2."""
+    config.stash.setdefault(END_KEY, []).append(message)
+
+
+def _say(config: pytest.Config, line: str) -> None:
+    """One line on the terminal now, even from inside a fixture (output capture suspended)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:
+        print(line, file=sys.stderr, flush=True)
+        return
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        reporter.ensure_newline()
+        reporter.write_line(line, yellow=True)
+
+
+# A run id goes into namespace, pod and kind cluster names and label values: a DNS-1123
+# label, short enough that `kp-<longest prefix>-<run id>-<nonce>` still fits in 63.
+RUN_ID = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+RUN_ID_MAX = 26
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def _seconds(config: pytest.Config, name: str) -> None:
+    option = "--" + name.replace("_", "-")
+    raw = getattr(config.option, name)
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        _cannot_run(f"{option} {raw!r}: must be a number of seconds greater than 0")
+    setattr(config.option, name, value)
+
+
+def _falco_receiver(raw: str) -> None:
+    host, sep, port = raw.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536 or any(
+            ch in host for ch in " /") or (":" in host and not host.startswith("[")):
+        _cannot_run(f"--falco-receiver {raw!r}: expected HOST:PORT (e.g. 0.0.0.0:2801), "
+                    f"port 1-65535")
+
+
+def _validate_options(config: pytest.Config) -> None:
+    """kubeprobe's own options, checked before anything is built or touched: one line and
+    exit 2 for a bad value (pytest would say exit 4, with its usage text)."""
+    opt = config.option
+    if opt.target not in TARGET_KINDS:
+        _cannot_run(f"--target {opt.target!r}: must be one of {', '.join(TARGET_KINDS)}")
+    if opt.cluster_profile not in KIND_CONFIGS:
+        _cannot_run(f"--cluster-profile {opt.cluster_profile!r}: must be one of "
+                    f"{', '.join(sorted(KIND_CONFIGS))}")
+    for name in ("connect_timeout", "read_timeout", "alert_timeout"):
+        _seconds(config, name)
+    if opt.falco_receiver is not None:
+        _falco_receiver(opt.falco_receiver)
+    if not DNS_LABEL.match(opt.falco_namespace or ""):
+        _cannot_run(f"--falco-namespace {opt.falco_namespace!r}: not a namespace name "
+                    f"(lowercase letters, digits and '-')")
+    if opt.run_id is not None and not (RUN_ID.match(opt.run_id)
+                                       and len(opt.run_id) <= RUN_ID_MAX):
+        _cannot_run(f"--run-id {opt.run_id!r}: must be DNS-safe (lowercase letters, digits "
+                    f"and '-', starting and ending alphanumeric) and at most {RUN_ID_MAX} "
+                    f"characters: it goes into namespace and object names")
+
+
+def _writable_reports_dir(reports: Path) -> Path:
+    try:
+        reports.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=reports):
+            pass
+    except OSError as exc:
+        _cannot_run(f"--reports-dir {reports}: cannot write there "
+                    f"({exc.strerror or type(exc).__name__})")
+    return reports
 
 
 def _load_controls(config: pytest.Config) -> None:
@@ -126,6 +220,14 @@ def _load_controls(config: pytest.Config) -> None:
     if profile not in catalog.profiles:
         _cannot_run(f"--profile {profile!r} is not in the catalog "
                     f"(profiles: {', '.join(catalog.profiles)})")
+    for control in controls:  # an attack that cannot even load is a malformed catalog
+        try:
+            load_attack(control.attack, catalog.attacks_dir)
+        except CatalogError as exc:
+            _cannot_run(f"malformed catalog {catalog.path}: control {control.id}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - the module's own error, on one line
+            _cannot_run(f"malformed catalog {catalog.path}: control {control.id}: attack "
+                        f"module {control.attack} does not load: {one_line(exc)}")
     config.stash[SUITE_KEY] = {"catalog": catalog, "controls": controls}
 
 
@@ -158,7 +260,7 @@ def kubeprobe_target(request: pytest.FixtureRequest):
     yield target
     errors = target.close()
     if errors:
-        _cannot_run("target teardown failed: " + "; ".join(errors))
+        _exit_2_at_the_end(config, "target teardown failed: " + "; ".join(errors))
 
 
 @pytest.fixture(scope="session")
@@ -181,20 +283,31 @@ def kubeprobe_suite(request: pytest.FixtureRequest, kubeprobe_target):
                   namespace_patterns=_namespace_patterns(config.getoption("namespaces")),
                   trusted_image=config.getoption("trusted_image"))
     config.stash[SUITE_KEY]["suite"] = suite
-    sources = detectors.sources_for(kubeprobe_target, kube, config.getoption("audit_log"),
-                                    config.getoption("falco_receiver"),
-                                    config.getoption("falco_namespace"))
-    for source in sources.values():
-        suite.defer(f"stop the {source.name} alert source", source.stop)
-        source.start()
-    suite.alert_sources = sources
-    suite.alert_deadline_s = config.getoption("alert_timeout")
-    report.add_environment(config, suite)
+    try:
+        sources, failed = detectors.start_sources(
+            kubeprobe_target, kube, config.getoption("audit_log"),
+            config.getoption("falco_receiver"), config.getoption("falco_namespace"))
+        for source in sources.values():
+            suite.defer(f"stop the {source.name} alert source", source.stop)
+        for name, why in failed.items():
+            _say(config, f"kubeprobe: the {name} alert source cannot start ({why}); going on "
+                         f"without it: controls expecting {name} alerts say NOT-VERIFIED")
+        suite.alert_sources, suite.alert_sources_unavailable = sources, failed
+        suite.alert_deadline_s = config.getoption("alert_timeout")
+        report.add_environment(config, suite)
+    except Exception:
+        if kube.alive():
+            raise
+        kube.mark_gone()
+        errors = suite.close()
+        _cannot_run(f"API server {kube.server_url} stopped answering mid-run (during setup: "
+                    f"starting the alert sources)" + (f"; cleanup failed: {'; '.join(errors)}"
+                                                      if errors else ""))
     yield suite
     errors = suite.close()
     if errors:
-        config.stash[SUITE_KEY]["cleanup_errors"] = errors
-        _cannot_run("cleanup failed, objects may be left in the cluster: " + "; ".join(errors))
+        _exit_2_at_the_end(config, "cleanup failed, objects may be left in the cluster: "
+                                   + "; ".join(errors))
 
 
 def _namespace_patterns(option: str) -> tuple[str, ...]:
@@ -234,6 +347,7 @@ def enforce(suite: Suite, control, item: pytest.Item) -> None:
     try:
         result = suite.run_control(control)
     except SuiteAbort as exc:
+        item.config.stash[ABORTED_KEY] = True  # its line names what cleanup left behind
         _cannot_run(str(exc))
     item.stash[RESULT_KEY] = result
     item.user_properties.extend([("control", control.id), ("verdict", result.verdict.value),
@@ -266,21 +380,41 @@ def pytest_runtest_makereport(item: pytest.Item, call):
         report.attach_extras(rep, result)
 
 
+def _end_problems(config: pytest.Config) -> list[str]:
+    """Why a run that went through must still exit 2: failed per-control cleanups (already
+    named in the line of a run that aborted), then the run-wide cleanup and the target's
+    teardown."""
+    state = config.stash.get(SUITE_KEY, None) or {}
+    problems = []
+    suite = state.get("suite")
+    aborted = config.stash.get(ABORTED_KEY, False)
+    if suite is not None and suite.cleanup_failures and not aborted:
+        problems.append("cleanup failed, objects may be left in the cluster: "
+                        + "; ".join(suite.cleanup_failures))
+    return problems + config.stash.get(END_KEY, [])
+
+
+@pytest.hookimpl(trylast=True)  # after the session fixtures' teardown (runner's sessionfinish)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _end_problems(session.config):
+        session.exitstatus = EXIT_CANNOT_RUN
     path = session.config.stash.get(RESULT_KEY, None)
     state = session.config.stash.get(SUITE_KEY, None)
     if path is None or not state or "suite" not in state:
         return
     suite: Suite = state["suite"]
-    payload = report.results_document(suite, exitstatus)
+    payload = report.results_document(suite, session.exitstatus)
     path.write_text(json.dumps(payload, indent=2, default=str))
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     state = config.stash.get(SUITE_KEY, None)
-    if not state or "suite" not in state:
-        return
-    report.terminal_summary(terminalreporter, state["suite"], config.stash.get(RESULT_KEY, None))
+    if state and "suite" in state:
+        report.terminal_summary(terminalreporter, state["suite"],
+                                config.stash.get(RESULT_KEY, None))
+    problems = _end_problems(config)
+    if problems:  # one line, whatever the count: exit 2
+        terminalreporter.write_line("kubeprobe: " + "; ".join(problems), red=True, bold=True)
 
 
 # pytest-html hooks (pytest-html is a hard dependency of kubeprobe).

@@ -124,11 +124,24 @@ def add_environment(config, suite) -> None:
         metadata.update(suite.environment)
 
 
+def _environment(suite) -> dict[str, str]:
+    """Read at the start of the run; if the run ended before that (the API server went away
+    during setup), what is known without asking it."""
+    if "environment" in vars(suite) or not suite.kube.gone:
+        try:
+            return suite.environment
+        except Exception:  # noqa: BLE001 - the reports are still written
+            pass
+    return {"Run id": suite.run_id, "Target": suite.target.description,
+            "API server": suite.kube.server_url, "Profile": suite.profile,
+            "Catalog": str(suite.catalog.path)}
+
+
 def results_document(suite, exitstatus: int) -> dict[str, Any]:
     counts = Counter(r.verdict.value for r in suite.results)
     return {"tool": "kubeprobe", "schema": 1,
             "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "environment": suite.environment,
+            "environment": _environment(suite),
             "exit_status": int(exitstatus),
             "summary": dict(sorted(counts.items())),
             "controls": [r.to_json() for r in suite.results]}

@@ -10,15 +10,14 @@ from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from typing import Any, Callable
 
-from kubernetes.client.rest import ApiException
-
 from kubeprobe import evidence, falco
 from kubeprobe.alerts import parse_matcher
 from kubeprobe.catalog import Catalog, Control, load_attack
 from kubeprobe.context import RUN_ID_LABEL, AttackContext, Cleanup, Unavailable
 from kubeprobe.discovery import Endpoint, Endpoints, discover
 from kubeprobe.identities import ClusterCredentials
-from kubeprobe.kube import Kube, RunNamespace, is_connection_failure
+from kubeprobe.errors import one_line
+from kubeprobe.kube import Kube, RunNamespace
 from kubeprobe.net import RunnerTransport, Transport
 from kubeprobe.outcome import Expectation, Observation, Verdict, judge
 from kubeprobe.targets import Target
@@ -31,7 +30,18 @@ SEVERITY = [Verdict.FAIL, Verdict.ERROR, Verdict.NOT_VERIFIED, Verdict.SKIP, Ver
 
 
 class SuiteAbort(Exception):
-    """The suite cannot go on (the API server went away mid-run): exit 2."""
+    """The suite cannot go on (the API server went away mid-run): exit 2. The message is the
+    one line shown; the remaining cleanups were attempted, with short deadlines, before it was
+    raised."""
+
+
+class _ApiGone(Exception):
+    """Raised inside run_control once the API server is known to be gone: (step, cleanups of
+    the endpoint being attacked, already attempted)."""
+
+    def __init__(self, step: str, cleanups: list[Cleanup] = ()) -> None:
+        super().__init__(step)
+        self.step, self.cleanups = step, list(cleanups)
 
 
 def new_run_id() -> str:
@@ -50,6 +60,17 @@ class EndpointResult:
     notes: list[str]
     cleanups: list[Cleanup]
     alert: dict[str, Any] | None = None
+
+    @property
+    def failed_cleanups(self) -> list[Cleanup]:
+        return [c for c in self.cleanups if c.error]
+
+    @property
+    def cleanup_note(self) -> str:
+        """'cleanup failed: <step>: <error>; ...', or '' when every cleanup worked."""
+        failed = self.failed_cleanups
+        return ("cleanup failed: " + "; ".join(f"{c.description}: {c.error}" for c in failed)
+                if failed else "")
 
     def to_json(self) -> dict[str, Any]:
         return {"endpoint": {"kind": self.endpoint.kind, "name": self.endpoint.name,
@@ -111,24 +132,57 @@ class Suite:
     falco_namespace: str = "falco"
     alert_sources: dict[str, Any] = field(default_factory=dict)  # name -> alerts.AlertSource
     alert_deadline_s: float = 15.0
+    # name -> why that alert source could not start (its controls say NOT-VERIFIED, and why)
+    alert_sources_unavailable: dict[str, str] = field(default_factory=dict)
     # Workload namespaces admission attacks also try (globs; empty: only the run's own).
     namespace_patterns: tuple[str, ...] = ("*",)
     trusted_image: str | None = None
     results: list[ControlResult] = field(default_factory=list)
+    # (control id, step, error) for every per-control cleanup that failed: exit 2 at the end
+    failed_cleanups: list[tuple[str, str, str]] = field(default_factory=list)
     _cleanups: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
 
     def defer(self, description: str, func: Callable[..., None], *args: Any) -> None:
         self._cleanups.append((description, lambda: func(*args)))
 
+    @property
+    def cleanup_failures(self) -> list[str]:
+        """'<control>: <step>: <error>' for every per-control cleanup that failed."""
+        return [f"{control}: {step}: {error}" for control, step, error in self.failed_cleanups]
+
     def close(self) -> list[str]:
+        """Run the run-wide cleanups (last first, every one even if one fails); return
+        '<step>: <error>' for each that failed."""
         errors = []
         while self._cleanups:
             description, step = self._cleanups.pop()
             try:
                 step()
             except Exception as exc:  # noqa: BLE001 - reported
-                errors.append(f"{description}: {type(exc).__name__}: {exc}")
+                errors.append(f"{description}: {one_line(exc, 300)}")
+                self._note_failure()
         return errors
+
+    def _note_failure(self, *_: Any) -> None:
+        """After a failed call: if the API server no longer answers, say so once; every later
+        call (the rest of the cleanups) then gets short deadlines."""
+        if not self.kube.gone and not self.kube.alive():
+            self.kube.mark_gone()
+
+    def _abort(self, control: Control, step: str, cleanups: list[Cleanup]) -> SuiteAbort:
+        """The API server is gone: attempt every remaining cleanup (short deadlines) and
+        build the one line the run ends with."""
+        self.kube.mark_gone()
+        left = [f"{earlier}: {what}" for earlier, what, _ in self.failed_cleanups]
+        left += [c.description for c in cleanups if c.error]
+        left += [error.split(": ", 1)[0] for error in self.close()]
+        message = (f"API server {self.kube.server_url} stopped answering mid-run "
+                   f"(during {control.id}) while {step}")
+        if left:
+            shown = "; ".join(left[:4]) + (f"; and {len(left) - 4} more" if len(left) > 4
+                                            else "")
+            message += f"; cleanup not done, objects may be left in the cluster: {shown}"
+        return SuiteAbort(message)
 
     @cached_property
     def endpoints(self) -> Endpoints:
@@ -183,6 +237,8 @@ class Suite:
                 "Catalog": str(self.catalog.path)}
 
     def run_control(self, control: Control) -> ControlResult:
+        """Attack every endpoint of the control, judge, collect the evidence. SuiteAbort when
+        the API server stops answering at any step (its row is recorded as ERROR first)."""
         started, clock = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.monotonic()
         expected = control.expectation(self.profile)
 
@@ -196,31 +252,55 @@ class Suite:
         if control.intrusive and not self.intrusive and self.target.kind == "existing":
             return finish(Verdict.SKIP, "intrusive attack: run with --intrusive on an "
                                         "existing cluster")
-        attack = load_attack(control.attack)
-        endpoints = self.endpoints.of(attack.TARGETS)
-        if not endpoints:
-            if attack.TARGETS in self.endpoints.unreachable:
-                return finish(Verdict.ERROR, self.endpoints.unreachable[attack.TARGETS])
-            why = self.endpoints.missing.get(attack.TARGETS, f"no {attack.TARGETS} endpoint found")
-            return finish(Verdict.SKIP, why)
+        attack = load_attack(control.attack, self.catalog.attacks_dir)
+        done: list[EndpointResult] = []
+        step = "discovering endpoints"
         try:
-            transport = (self.pod_transport if control.vantage == "pod"
-                         else self.runner_transport)
-        except Unavailable as exc:
-            return finish(Verdict.SKIP, f"vantage {control.vantage}: {exc}")
+            endpoints = self.endpoints.of(attack.TARGETS)
+            if not endpoints:
+                if attack.TARGETS in self.endpoints.unreachable:
+                    return finish(Verdict.ERROR, self.endpoints.unreachable[attack.TARGETS])
+                why = self.endpoints.missing.get(attack.TARGETS,
+                                                 f"no {attack.TARGETS} endpoint found")
+                return finish(Verdict.SKIP, why)
+            step = f"starting the {control.vantage} vantage"
+            try:
+                transport = (self.pod_transport if control.vantage == "pod"
+                             else self.runner_transport)
+            except Unavailable as exc:
+                return finish(Verdict.SKIP, f"vantage {control.vantage}: {exc}")
+            for endpoint in endpoints:
+                done.append(self._attack_endpoint(control, attack, endpoint, transport,
+                                                  expected))
+            step = "reading the configuration evidence"
+            configuration = self._configuration(control, endpoints)
+            if "unavailable" in str(configuration) and not self.kube.alive():
+                raise _ApiGone(step)
+        except _ApiGone as gone:
+            abort = self._abort(control, gone.step, gone.cleanups)
+            finish(Verdict.ERROR, str(abort), done)
+            raise abort from None
+        except SuiteAbort:
+            raise
+        except Exception:
+            if self.kube.alive():
+                raise  # the suite's own bug: pytest shows it
+            abort = self._abort(control, step, [])
+            finish(Verdict.ERROR, str(abort), done)
+            raise abort from None
 
-        done = [self._attack_endpoint(control, attack, endpoint, transport, expected)
-                for endpoint in endpoints]
-        configuration = self._configuration(control, endpoints)
         judged = [d for d in done if d.verdict is not Verdict.SKIP]
         if not judged:
             return finish(Verdict.SKIP, done[0].reason, done, configuration)
         # An endpoint that does not apply (SKIP, with its reason in the row) does not water
         # down the others: the verdict is the worst over the endpoints that were judged.
         verdict = worst([d.verdict for d in judged])
-        reasons = "; ".join(f"{d.endpoint.name} ({d.endpoint.host}): {d.reason}"
-                            for d in done if d.verdict is verdict)
-        return finish(verdict, reasons, done, configuration)
+        reasons = [f"{d.endpoint.name} ({d.endpoint.host}): {d.reason}"
+                   for d in done if d.verdict is verdict]
+        # A failed cleanup is named on the row even where another endpoint decided it.
+        reasons += [f"{d.endpoint.name} ({d.endpoint.host}): {d.cleanup_note}"
+                    for d in done if d.verdict is not verdict and d.cleanup_note]
+        return finish(verdict, "; ".join(reasons), done, configuration)
 
     def _attack_endpoint(self, control: Control, attack, endpoint: Endpoint,
                          transport: Transport, expected: Expectation) -> EndpointResult:
@@ -242,15 +322,18 @@ class Suite:
             skip_reason = str(exc)
             observation = Observation.inconclusive(f"not attempted: {exc}")
         except Exception as exc:  # noqa: BLE001 - an attack that breaks is an ERROR, never a pass
-            if (is_connection_failure(exc) or (isinstance(exc, ApiException)
-                                               and exc.status == 0)) and not self.kube.alive():
-                ctx.run_cleanups()
-                raise SuiteAbort(f"API server {self.kube.server_url} stopped answering "
-                                 f"mid-run (during {control.id})") from None
             observation = Observation.inconclusive(
                 f"the attack raised {type(exc).__name__}: {str(exc)[:300]}",
                 traceback=traceback.format_exc(limit=6))
-        cleanups = ctx.run_cleanups()
+        # Whatever the attack saw (a refused probe of the API server, a cut exec, an
+        # exception), nothing it observed counts if the API server went away meanwhile.
+        if not self.kube.alive():
+            self.kube.mark_gone()
+            raise _ApiGone(f"attacking {endpoint.name} ({endpoint.address})",
+                           ctx.run_cleanups())
+        cleanups = ctx.run_cleanups(on_error=self._note_failure)
+        if self.kube.gone:
+            raise _ApiGone("cleaning up after the attack", cleanups)
         alert_evidence = None
         if skip_reason is not None:
             verdict, reason = Verdict.SKIP, skip_reason
@@ -264,13 +347,17 @@ class Suite:
                     judgement = type(judgement)(judgement.verdict, judgement.reason + " ("
                                                 + alert_evidence["reason"] + ")")
             verdict, reason = judgement.verdict, judgement.reason
-        failed = [c for c in cleanups if c.error]
-        if failed and verdict is not Verdict.FAIL:
-            verdict = Verdict.ERROR
-            reason += "; cleanup failed: " + "; ".join(f"{c.description}: {c.error}"
-                                                       for c in failed)
-        return EndpointResult(endpoint, transport.vantage, observation, verdict, reason,
-                              ctx.exchanges, ctx.notes, cleanups, alert_evidence)
+        result = EndpointResult(endpoint, transport.vantage, observation, verdict, reason,
+                                ctx.exchanges, ctx.notes, cleanups, alert_evidence)
+        if result.failed_cleanups:
+            # FAIL stays FAIL (the attack's finding stands); anything else cannot be trusted
+            # with objects left behind: ERROR. Either way the row names the failed step.
+            if verdict is not Verdict.FAIL:
+                result.verdict = Verdict.ERROR
+            result.reason += "; " + result.cleanup_note
+            self.failed_cleanups += [(control.id, c.description, c.error)
+                                     for c in result.failed_cleanups]
+        return result
 
     def _wait_for_alert(self, control: Control, ctx: AttackContext,
                         since: datetime) -> tuple[bool, bool | None, dict | None]:
@@ -278,7 +365,15 @@ class Suite:
         matcher = parse_matcher(control.alert, nonce=ctx.nonce)
         source = self.alert_sources.get(matcher.source)
         if source is None:
-            return False, None, None
+            why = self.alert_sources_unavailable.get(matcher.source)
+            if why is None:
+                return False, None, None
+            return False, None, {"source": matcher.source,
+                                 "matcher": {"rule": matcher.rule, "fields": matcher.fields,
+                                             "nonce": matcher.nonce},
+                                 "matched": None, "alerts_in_window": [],
+                                 "reason": f"the {matcher.source} alert source could not "
+                                           f"start: {why}"}
         # The nonce ties the alert to this attack; the window only has to absorb clock skew.
         result = source.wait_for(matcher, since - CLOCK_SKEW, self.alert_deadline_s)
         evidence = {"source": source.name, "matcher": {"rule": matcher.rule,
