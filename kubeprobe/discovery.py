@@ -21,6 +21,8 @@ import socket
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from kubernetes.client.rest import ApiException
+
 from kubeprobe.kube import Kube
 
 ETCD_CLIENT_FLAGS = ("--advertise-client-urls", "--listen-client-urls")
@@ -52,6 +54,7 @@ class Endpoints:
     etcd_flags: dict[str, dict[str, str]] = field(default_factory=dict)  # pod -> flags
     missing: dict[str, str] = field(default_factory=dict)      # kind -> why (absent: SKIP)
     unreachable: dict[str, str] = field(default_factory=dict)  # kind -> why (present: ERROR)
+    notes: list[str] = field(default_factory=list)             # what could not be looked at
 
     def of(self, kind: str) -> list[Endpoint]:
         if kind not in KINDS:
@@ -110,9 +113,14 @@ def _discover_apiserver(kube: Kube, found: Endpoints) -> None:
     host, port = kube.server_host_port
     found.add(Endpoint("apiserver", "apiserver", host, port, "kubeconfig server URL"))
     own: list[Endpoint] = []
-    slices = kube.discovery.list_namespaced_endpoint_slice(
-        "default", label_selector="kubernetes.io/service-name=kubernetes",
-        _request_timeout=kube.timeout).items
+    try:
+        slices = kube.discovery.list_namespaced_endpoint_slice(
+            "default", label_selector="kubernetes.io/service-name=kubernetes",
+            _request_timeout=kube.timeout).items
+    except ApiException as exc:  # no right to list them, or no such API: the flags remain
+        found.notes.append(f"the kubernetes Service's EndpointSlices could not be listed "
+                           f"(HTTP {exc.status} {exc.reason})")
+        slices = []
     for endpoint_slice in slices:
         ports = [p.port for p in endpoint_slice.ports or [] if p.port]
         for item in endpoint_slice.endpoints or []:

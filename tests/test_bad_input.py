@@ -188,7 +188,7 @@ def test_controls_selection_matching_nothing(tmp_path):
     (["--alert-timeout", "-5"], "--alert-timeout '-5': must be a number of seconds greater than 0"),
     (["--alert-timeout", "nan"], "--alert-timeout 'nan': must be a number of seconds"),
     (["--target", "nosuch"], "--target 'nosuch': must be one of auto, existing, kind, lab"),
-    (["--cluster-profile", "paranoid"], "--cluster-profile 'paranoid': must be one of hardened, weak"),
+    (["--cluster-profile", "paranoid"], "--cluster-profile 'paranoid': must be one of decoy, hardened, weak"),
     (["--falco-receiver", "2801"], "--falco-receiver '2801': expected HOST:PORT"),
     (["--falco-receiver", "0.0.0.0:70000"], "--falco-receiver '0.0.0.0:70000': expected HOST:PORT"),
     (["--falco-receiver", "host:port"], "--falco-receiver 'host:port': expected HOST:PORT"),
