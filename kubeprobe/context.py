@@ -12,6 +12,7 @@ and uses only the context: `ctx.exchange(probe)` to touch the network (recorded 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import secrets
@@ -19,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from kubeprobe.net import ClientCert, Exchange, Probe, Transport
+from kubeprobe.net import ClientCert, Exchange, Probe, Transport, tls13_needed
 
 log = logging.getLogger("kubeprobe")
 
@@ -112,6 +113,16 @@ class AttackContext:
         return Probe(host=host, port=port, **kwargs)
 
     def exchange(self, probe: Probe) -> Exchange:
+        result = self._recorded_exchange(probe)
+        if tls13_needed(probe, result):
+            # Probes cap at TLS 1.2 (a refused client certificate then fails inside the
+            # handshake); a TLS-1.3-only server must still get a verdict.
+            self.note(f"{probe.url()} refused TLS 1.2 ({result.summary()}): repeated with "
+                      "TLS 1.3")
+            result = self._recorded_exchange(dataclasses.replace(probe, max_tls_version="1.3"))
+        return result
+
+    def _recorded_exchange(self, probe: Probe) -> Exchange:
         result = self.transport.exchange(probe)
         self.exchanges.append({"request": probe.describe(), "response": evidence_of(result)})
         log.debug("%s %s -> %s", self.control_id, probe.url(), result.summary())

@@ -14,12 +14,19 @@ Error kinds (`Exchange.error`):
   tls_alert    the TLS peer sent an alert; `tls_alert` names it (RFC 8446 names)
   tls_error    the TLS handshake failed locally (protocol mismatch, not TLS, ...)
   protocol     bytes arrived but were not HTTP
+
+An alert alone does not say why the server refused: `handshake_failure` also comes from a
+cipher, curve or SNI mismatch. `tls_cert_requested` records whether the server sent a
+CertificateRequest during the handshake (None: not known), which is what makes an alert a
+client-certificate refusal (kubeprobe.classify). A 200 whose body was cut at BODY_LIMIT (or
+whose connection ended early) is still a 200: `body_truncated` says the body is a prefix.
 """
 from __future__ import annotations
 
 import base64
 import dataclasses
 import errno
+import ipaddress
 import json
 import socket
 import ssl
@@ -32,20 +39,20 @@ DEFAULT_CONNECT_TIMEOUT = 3.0
 DEFAULT_READ_TIMEOUT = 5.0
 BODY_LIMIT = 64 * 1024
 
-# OpenSSL's reason strings -> RFC 8446 alert names (the Go agent maps Go's errors to the same).
-_OPENSSL_ALERTS = {
-    "SSLV3_ALERT_BAD_CERTIFICATE": "bad_certificate",
-    "TLSV1_ALERT_UNKNOWN_CA": "unknown_ca",
-    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "certificate_required",
-    "SSLV3_ALERT_HANDSHAKE_FAILURE": "handshake_failure",
-    "TLSV1_ALERT_ACCESS_DENIED": "access_denied",
-    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": "certificate_unknown",
-    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "certificate_expired",
-    "TLSV1_ALERT_DECRYPT_ERROR": "decrypt_error",
-    "TLSV1_ALERT_PROTOCOL_VERSION": "protocol_version",
-    "TLSV1_ALERT_INTERNAL_ERROR": "internal_error",
+# OpenSSL names a received alert in its reason string: SSLV3_ALERT_x, TLSV1_ALERT_x and
+# TLSV13_ALERT_x map to the RFC 8446 name x; a few reasons carry no "ALERT" (ssl/ssl_err.c).
+# The Go agent maps Go's alert texts to the same names.
+_OPENSSL_ALERT_PREFIXES = ("SSLV3_ALERT_", "TLSV1_ALERT_", "TLSV13_ALERT_")
+_OPENSSL_ALERT_EXCEPTIONS = {
+    "TLSV1_ALERT_USER_CANCELLED": "user_canceled",
+    "TLSV1_UNRECOGNIZED_NAME": "unrecognized_name",
+    "TLSV1_UNSUPPORTED_EXTENSION": "unsupported_extension",
+    "TLSV1_CERTIFICATE_UNOBTAINABLE": "certificate_unobtainable",
+    "TLSV1_BAD_CERTIFICATE_STATUS_RESPONSE": "bad_certificate_status_response",
+    "TLSV1_BAD_CERTIFICATE_HASH_VALUE": "bad_certificate_hash_value",
 }
-#: Alerts that say "your client certificate was missing or not trusted".
+#: Alerts a server sends when the client certificate is missing or not trusted. They count as
+#: a client-certificate refusal only when the server asked for one (`tls_cert_requested`).
 CLIENT_CERT_ALERTS = frozenset({"bad_certificate", "unknown_ca", "certificate_required",
                                 "certificate_unknown", "access_denied", "handshake_failure"})
 
@@ -98,6 +105,7 @@ class Probe:
         return {
             "url": self.url(), "method": self.method, "tls": self.tls,
             "max_tls_version": self.max_tls_version if self.tls else None,
+            "sni": server_name(self.host) if self.tls else None,
             "client_certificate": self.client_cert.label if self.client_cert else None,
             "headers": {k: ("<redacted>" if k.lower() == "authorization" else v)
                         for k, v in self.headers.items()},
@@ -118,12 +126,16 @@ class Exchange:
     tls_handshake: bool = False
     tls_alert: str | None = None
     tls_version: str | None = None
+    # The server sent a CertificateRequest in the handshake (None: no TLS attempt got that far
+    # in a way this transport can tell).
+    tls_cert_requested: bool | None = None
     server_cert_subject: str | None = None
     server_cert_issuer: str | None = None
     http_status: int | None = None
     http_reason: str | None = None
     http_headers: dict[str, str] = field(default_factory=dict)
     body: str | None = None           # text, cut at BODY_LIMIT
+    body_truncated: bool = False      # the body is a prefix: cut at BODY_LIMIT or ended early
     bytes_received: int = 0
 
     @classmethod
@@ -146,7 +158,9 @@ class Exchange:
 
     def summary(self) -> str:
         if self.http_status is not None:
-            return f"HTTP {self.http_status} {self.http_reason or ''}".strip()
+            cut = (f" (body truncated after {len(self.body or '')} characters)"
+                   if self.body_truncated else "")
+            return f"HTTP {self.http_status} {self.http_reason or ''}".strip() + cut
         if self.tls_alert:
             return f"TLS alert {self.tls_alert}"
         if self.error:
@@ -154,6 +168,17 @@ class Exchange:
         if self.tls_handshake:
             return f"TLS handshake completed ({self.tls_version})"
         return "connected" if self.connected else "no connection"
+
+
+def tls13_needed(probe: Probe, ex: Exchange) -> bool:
+    """A TLS-1.3-only server refuses a ClientHello capped at TLS 1.2 with protocol_version:
+    the probe must be repeated with TLS 1.3 to reach the server's real answer."""
+    if not probe.tls or probe.max_tls_version != "1.2" or ex.tls_handshake:
+        return False
+    detail = (ex.error_detail or "").lower()
+    return ex.tls_alert == "protocol_version" or (
+        ex.error == "tls_error" and ("unsupported protocol" in detail
+                                     or "protocol version" in detail))
 
 
 class Transport(Protocol):
@@ -167,12 +192,22 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
+def server_name(host: str) -> str | None:
+    """The SNI to send: the host when it is a DNS name, none for an IP address."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    return None
+
+
 def _alert_name(exc: ssl.SSLError) -> str | None:
     reason = getattr(exc, "reason", None) or ""
-    if reason in _OPENSSL_ALERTS:
-        return _OPENSSL_ALERTS[reason]
-    if "ALERT" in reason:
-        return reason.split("ALERT_", 1)[-1].lower()
+    if reason in _OPENSSL_ALERT_EXCEPTIONS:
+        return _OPENSSL_ALERT_EXCEPTIONS[reason]
+    for prefix in _OPENSSL_ALERT_PREFIXES:
+        if reason.startswith(prefix):
+            return reason[len(prefix):].lower()
     return None
 
 
@@ -197,6 +232,24 @@ def _describe_peer(sock: ssl.SSLSocket, exchange: Exchange) -> None:
         cert = x509.load_der_x509_certificate(der)
         exchange.server_cert_subject = cert.subject.rfc4514_string()
         exchange.server_cert_issuer = cert.issuer.rfc4514_string()
+
+
+_HANDSHAKE_RECORD, _CERTIFICATE_REQUEST = 22, 13
+
+
+def _watch_certificate_request(context: ssl.SSLContext, ex: Exchange) -> None:
+    """Record in `ex.tls_cert_requested` whether the server sends a CertificateRequest. CPython's
+    private `_msg_callback` sees every handshake message (decrypted in TLS 1.3); without it the
+    field stays None (unknown)."""
+    if not hasattr(context, "_msg_callback"):
+        return
+    ex.tls_cert_requested = False
+
+    def seen(_conn, direction, _version, content_type, msg_type, _data) -> None:
+        if direction == "read" and content_type == _HANDSHAKE_RECORD \
+                and msg_type == _CERTIFICATE_REQUEST:
+            ex.tls_cert_requested = True
+    context._msg_callback = seen
 
 
 def _client_context(probe: Probe) -> ssl.SSLContext:
@@ -231,7 +284,9 @@ def _http_request_bytes(probe: Probe) -> bytes:
     return head.encode() + (probe.body or b"")
 
 
-def _parse_http(raw: bytes, exchange: Exchange) -> None:
+def _parse_http(raw: bytes, exchange: Exchange, ended_cleanly: bool) -> None:
+    """`ended_cleanly`: the read stopped at the declared Content-Length or at the peer's close,
+    not at the read cap, a reset or the deadline."""
     head, sep, body = raw.partition(b"\r\n\r\n")
     lines = head.decode("iso-8859-1").split("\r\n")
     parts = lines[0].split(" ", 2)
@@ -243,12 +298,18 @@ def _parse_http(raw: bytes, exchange: Exchange) -> None:
     for line in lines[1:]:
         name, _, value = line.partition(":")
         exchange.http_headers[name.strip().lower()] = value.strip()
+    complete = ended_cleanly
+    declared = exchange.http_headers.get("content-length", "")
+    if declared.isdigit():
+        complete = len(body) >= int(declared)
     if exchange.http_headers.get("transfer-encoding", "").lower() == "chunked":
-        body = _dechunk(body)
+        body, complete = _dechunk(body)
     exchange.body = body[:BODY_LIMIT].decode("utf-8", errors="replace")
+    exchange.body_truncated = len(body) > BODY_LIMIT or not complete
 
 
-def _dechunk(data: bytes) -> bytes:
+def _dechunk(data: bytes) -> tuple[bytes, bool]:
+    """The chunked body and whether its last (zero-size) chunk arrived."""
     out, rest = bytearray(), data
     while rest:
         size_line, _, rest = rest.partition(b"\r\n")
@@ -257,17 +318,19 @@ def _dechunk(data: bytes) -> bytes:
         except ValueError:
             break
         if size == 0:
-            break
+            return bytes(out), True
         out += rest[:size]
+        if size > len(rest):
+            break
         rest = rest[size + 2:]
-    return bytes(out)
+    return bytes(out), False
 
 
-def _read_response(sock: socket.socket, deadline: float) -> bytes:
-    """Read until the peer closes, the declared Content-Length arrives, or the deadline.
-    Reading by Content-Length matters: some servers (etcd's peer port) keep the
-    connection open after answering."""
-    data = bytearray()
+def _read_response(sock: socket.socket, deadline: float, data: bytearray) -> bool:
+    """Append to `data` until the peer closes, the declared Content-Length arrives, the read
+    cap or the deadline; True when the response ended (close or Content-Length). Reading by
+    Content-Length matters: some servers (etcd's peer port) keep the connection open after
+    answering. Errors propagate with `data` holding what arrived before them."""
     while len(data) < BODY_LIMIT + 16 * 1024:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -275,7 +338,7 @@ def _read_response(sock: socket.socket, deadline: float) -> bytes:
         sock.settimeout(remaining)
         chunk = sock.recv(65536)
         if not chunk:
-            break
+            return True
         data += chunk
         head, sep, body = bytes(data).partition(b"\r\n\r\n")
         if sep:
@@ -283,8 +346,26 @@ def _read_response(sock: socket.socket, deadline: float) -> bytes:
                 name, _, value = line.partition(b":")
                 if name.strip().lower() == b"content-length" and value.strip().isdigit():
                     if len(body) >= int(value.strip()):
-                        return bytes(data)
-    return bytes(data)
+                        return True
+    return False
+
+
+def _record_failure(ex: Exchange, exc: BaseException) -> None:
+    """A failure after connecting, as an error kind (see the module docstring)."""
+    if isinstance(exc, ssl.SSLError):
+        # TLS 1.3: a refused client certificate arrives as an alert after the handshake.
+        ex.tls_alert = _alert_name(exc)
+        if ex.tls_alert:
+            ex.error = "tls_alert"
+        elif isinstance(exc, ssl.SSLEOFError):
+            ex.error = "eof"  # the peer closed mid-stream without an alert
+        else:
+            ex.error = "tls_error" if not ex.tls_handshake else "reset"
+    elif isinstance(exc, (socket.timeout, TimeoutError)):
+        ex.error = "timeout"
+    else:
+        ex.error = "reset"
+    ex.error_detail = str(exc) or type(exc).__name__
 
 
 class RunnerTransport:
@@ -312,37 +393,49 @@ class RunnerTransport:
         try:
             if probe.tls:
                 raw.settimeout(probe.read_timeout)
+                context = _client_context(probe)
+                _watch_certificate_request(context, ex)
                 try:
-                    sock = _client_context(probe).wrap_socket(raw, server_hostname=None)
+                    sock = context.wrap_socket(raw, server_hostname=server_name(probe.host))
                 except ssl.SSLError as exc:
-                    ex.tls_alert = _alert_name(exc)
-                    ex.error = "tls_alert" if ex.tls_alert else "tls_error"
-                    ex.error_detail = str(exc)
+                    # An alert, a local failure, or the peer closing mid-handshake (eof).
+                    _record_failure(ex, exc)
                     return
                 ex.tls_handshake = True
                 _describe_peer(sock, ex)
             if probe.method is None:
                 return
-            sock.sendall(_http_request_bytes(probe))
-            raw_response = _read_response(sock, deadline)
-            ex.bytes_received = len(raw_response)
-            if not raw_response:
-                ex.error, ex.error_detail = "eof", "peer closed the connection without a byte"
-                return
-            _parse_http(raw_response, ex)
-        except ssl.SSLError as exc:
-            # TLS 1.3: a refused client certificate arrives as an alert on the first read.
-            ex.tls_alert = _alert_name(exc)
-            if ex.tls_alert:
-                ex.error, ex.error_detail = "tls_alert", str(exc)
-            else:
-                ex.error, ex.error_detail = ("eof" if isinstance(exc, ssl.SSLEOFError)
-                                             else "tls_error"), str(exc)
-        except (socket.timeout, TimeoutError) as exc:
-            ex.error, ex.error_detail = "timeout", str(exc) or "read timed out"
-        except ConnectionResetError as exc:
-            ex.error, ex.error_detail = "reset", str(exc)
-        except OSError as exc:
-            ex.error, ex.error_detail = "reset", str(exc)
+            self._request(sock, probe, ex, deadline)
+        except OSError as exc:  # ssl.SSLError, resets and timeouts are OSErrors
+            _record_failure(ex, exc)
         finally:
             sock.close()
+
+    @staticmethod
+    def _request(sock: socket.socket, probe: Probe, ex: Exchange, deadline: float) -> None:
+        send_failure: OSError | None = None
+        try:
+            sock.sendall(_http_request_bytes(probe))
+        except OSError as exc:
+            # The server may already have refused us and closed (TLS 1.3 sends the alert
+            # right after the handshake): what it said can still be waiting to be read.
+            send_failure = exc
+        received = bytearray()
+        try:
+            ended_cleanly = _read_response(sock, deadline, received)
+        except OSError as exc:
+            if not received:
+                _record_failure(ex, exc)
+                if ex.error != "tls_alert" and send_failure is not None:
+                    ex.error, ex.error_detail = None, None
+                    _record_failure(ex, send_failure)
+                return
+            ended_cleanly = False  # part of an answer, then a reset or the deadline
+        ex.bytes_received = len(received)
+        if not received:
+            if send_failure is not None:
+                _record_failure(ex, send_failure)
+            else:
+                ex.error, ex.error_detail = "eof", "peer closed the connection without a byte"
+            return
+        _parse_http(bytes(received), ex, ended_cleanly)
