@@ -7,7 +7,6 @@ BLOCKED:   the plaintext request got nothing (or an HTTP 400 "HTTP request to an
 """
 from kubeprobe.classify import (ETCD_RANGE_PATH, ETCD_REGISTRY_RANGE, etcd_range_answer,
                                 refusal, unexpected)
-from kubeprobe.net import CLIENT_CERT_ALERTS
 from kubeprobe.outcome import Authority, Observation
 
 TARGETS = "etcd_client"
@@ -25,7 +24,7 @@ def run(ctx, target):
     if not rejected:
         return unexpected(plain, WHAT)
     tls = ctx.exchange(ctx.probe(target.host, target.port, tls=True))
-    if tls.tls_handshake or tls.tls_alert in CLIENT_CERT_ALERTS:
+    if tls.tls_handshake or tls.tls_alert is not None:  # an alert is a TLS record too
         return Observation.blocked(
             Authority.TLS_REQUIRED,
             f"{WHAT}: plaintext rejected ({plain.summary()}) and the port speaks TLS "

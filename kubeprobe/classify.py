@@ -15,13 +15,37 @@ UNPROVEN_ERRORS = {"timeout": "timed out (filtered port or dead host): nothing p
                    "unreachable": "host unreachable: nothing proves a block"}
 
 
+def tls_refusal(ex: Exchange, what: str) -> Observation | None:
+    """BLOCKED for a client-certificate alert from a server that asked for a certificate (a
+    CertificateRequest in the handshake); any other alert is INCONCLUSIVE and says why: a
+    handshake_failure also comes from a cipher, curve or SNI mismatch. None without an alert."""
+    if ex.tls_alert is None:
+        return None
+    evidence = {"tls_alert": ex.tls_alert, "tls_version": ex.tls_version,
+                "tls_cert_requested": ex.tls_cert_requested}
+    if ex.tls_alert in CLIENT_CERT_ALERTS and ex.tls_cert_requested:
+        where = f"the {ex.tls_version} handshake" if ex.tls_version else "the handshake"
+        return Observation.blocked(
+            Authority.TLS_CLIENT_CERT_ALERT,
+            f"{what}: TLS alert {ex.tls_alert} after the server asked for a client certificate "
+            f"(CertificateRequest in {where}): client certificate refused", **evidence)
+    if ex.tls_cert_requested is None:
+        why = "the transport could not see whether the server asked for a client certificate"
+    elif not ex.tls_cert_requested:
+        why = ("no client certificate was requested (no CertificateRequest in the handshake): "
+               "a cipher, curve, SNI or protocol mismatch, not a client-certificate refusal")
+    else:
+        why = "the server asked for a client certificate, but this alert does not refuse one"
+    return Observation.inconclusive(f"{what}: TLS alert {ex.tls_alert} ({ex.target}); {why}",
+                                    error_detail=ex.error_detail, **evidence)
+
+
 def refusal(ex: Exchange, what: str) -> Observation | None:
-    """BLOCKED for a TLS client-certificate alert or a refused connection; INCONCLUSIVE for a
-    timeout/unreachable host; None when the exchange got further than that."""
-    if ex.tls_alert in CLIENT_CERT_ALERTS:
-        return Observation.blocked(Authority.TLS_CLIENT_CERT_ALERT,
-                                   f"{what}: TLS alert {ex.tls_alert} (client certificate "
-                                   f"refused)", tls_alert=ex.tls_alert)
+    """A TLS alert judged by `tls_refusal`; BLOCKED for a refused connection; INCONCLUSIVE for
+    a timeout/unreachable host; None when the exchange got further than that."""
+    alerted = tls_refusal(ex, what)
+    if alerted:
+        return alerted
     if ex.error == "refused":
         return Observation.blocked(Authority.CONNECTION_REFUSED,
                                    f"{what}: connection refused ({ex.target})")
@@ -54,7 +78,8 @@ def not_tls(ex: Exchange) -> bool:
 
 def unexpected(ex: Exchange, what: str) -> Observation:
     return Observation.inconclusive(f"{what}: unexpected answer: {ex.summary()}",
-                                    error_detail=ex.error_detail)
+                                    error_detail=ex.error_detail,
+                                    tls_cert_requested=ex.tls_cert_requested)
 
 
 # etcd v3 JSON gateway: keys-only range over /registry .. /registrz (base64), a few keys.

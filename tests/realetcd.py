@@ -20,9 +20,12 @@ MODES = ("mtls", "tls_no_client_auth", "plain", "cluster_ca_trusted")
 
 
 def lab_etcd_binary() -> str | None:
-    """etcd 3.6 as built for the lab (has --listen-client-http-urls, which 3.5.1 lacks)."""
+    """etcd 3.6 (has --listen-client-http-urls and --tls-min-version, which 3.5.1 lacks):
+    $KUBEPROBE_TEST_ETCD36 when set, else the lab's build."""
     import glob
     import os
+    if os.environ.get("KUBEPROBE_TEST_ETCD36"):
+        return os.environ["KUBEPROBE_TEST_ETCD36"]
     cache = os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache"))
     found = sorted(glob.glob(f"{cache}/kubeprobe/etcd-v3.6.*/bin/etcd"))
     return found[-1] if found else None
@@ -108,9 +111,11 @@ def _flags(mode: str, certs: KubeadmLikePKI, client_port: int, peer_port: int) -
     server = "server-cluster-ca" if mode == "cluster_ca_trusted" else "server"
     flags += [f"--cert-file={d / (server + '.crt')}", f"--key-file={d / (server + '.key')}",
               f"--peer-cert-file={d / 'server.crt'}", f"--peer-key-file={d / 'server.key'}"]
-    if mode == "mtls":
+    if mode in ("mtls", "mtls_tls13_only"):
         flags += ["--client-cert-auth", f"--trusted-ca-file={d / 'etcd-ca.crt'}",
                   "--peer-client-cert-auth", f"--peer-trusted-ca-file={d / 'etcd-ca.crt'}"]
+    if mode == "mtls_tls13_only":  # etcd >= 3.6
+        flags += ["--tls-min-version=TLS1.3"]
     elif mode == "grpc_only_no_client_auth":
         # TLS without client auth, JSON gateway moved to a plaintext-only loopback listener.
         flags += [f"--listen-client-http-urls=http://127.0.0.1:{free_port()}"]
@@ -139,6 +144,7 @@ def start_etcd(binary: str, mode: str, certs: KubeadmLikePKI, workdir: Path,
             raise RuntimeError(f"etcd ({mode}) exited: {log_path.read_text()[-2000:]}")
         ex = RunnerTransport().exchange(Probe("127.0.0.1", client_port, tls=etcd.tls,
                                               client_cert=good_cert if etcd.tls else None,
+                                              max_tls_version="1.3",
                                               method="GET", path="/health",
                                               connect_timeout=0.5, read_timeout=1))
         return ex.http_status == 200
@@ -150,6 +156,7 @@ def start_etcd(binary: str, mode: str, certs: KubeadmLikePKI, workdir: Path,
                       "value": "c2VjcmV0"}).encode()
     ex = RunnerTransport().exchange(Probe("127.0.0.1", client_port, tls=etcd.tls,
                                           client_cert=good_cert if etcd.tls else None,
+                                          max_tls_version="1.3",
                                           method="POST", path="/v3/kv/put", body=put))
     assert ex.http_status == 200, ex
     return etcd

@@ -72,7 +72,8 @@ class RunningServer:
 
 
 def server_context(certs: Pki, *, require_client_cert: bool, tls13_only: bool = False,
-                    ciphers: str | None = None, sni_name: str | None = None) -> ssl.SSLContext:
+                   ciphers: str | None = None, sni_name: str | None = None,
+                   sni_alert: int = ssl.ALERT_DESCRIPTION_HANDSHAKE_FAILURE) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(certs.path("server.crt"), certs.path("server.key"))
     if tls13_only:
@@ -87,7 +88,7 @@ def server_context(certs: Pki, *, require_client_cert: bool, tls13_only: bool = 
         def check_name(_sock, name, _context):
             # A real misconfiguration answers handshake_failure, which looks like a refused
             # client certificate: exactly what a probe must not mistake it for.
-            return None if name == sni_name else ssl.ALERT_DESCRIPTION_HANDSHAKE_FAILURE
+            return None if name == sni_name else sni_alert
         context.sni_callback = check_name
     return context
 
@@ -161,6 +162,9 @@ CONFIGURATIONS = {
     "mtls_tls13_only": {"require_client_cert": True, "tls13_only": True},
     "cipher_mismatch": {"require_client_cert": True, "ciphers": CIPHER_NOBODY_OFFERS},
     "sni_required": {"require_client_cert": True, "sni_name": SNI_NAME},
+    # OpenSSL's reason for this alert, TLSV1_UNRECOGNIZED_NAME, has no "ALERT" in it.
+    "sni_unrecognized_name": {"require_client_cert": True, "sni_name": SNI_NAME,
+                              "sni_alert": ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME},
     "tls_no_client_cert": {"require_client_cert": False},
 }
 
