@@ -4,7 +4,8 @@ The guidance asks for a dedicated etcd CA: then any certificate the cluster sign
 (here obtained through an approved CSR for kubernetes.io/kube-apiserver-client) is refused.
 
 SUCCEEDED: etcd answered: it trusts the cluster CA (or does not check client certificates).
-BLOCKED:   TLS client-certificate alert, or nothing listens.
+BLOCKED:   TLS client-certificate alert after the server's CertificateRequest. A refused
+           connection is INCONCLUSIVE (kubeprobe.refusals).
 """
 from kubeprobe.classify import etcd_range_attack
 

@@ -3,8 +3,10 @@
 SUCCEEDED: etcd answered the range request in clear text.
 BLOCKED:   the plaintext request got nothing (or an HTTP 400 "HTTP request to an HTTPS
            server") AND the same port then completed or refused a TLS handshake: the port
-           requires TLS (positive proof). Or nothing listens.
+           requires TLS (positive proof), and nothing else.
+A refused connection is INCONCLUSIVE (kubeprobe.refusals).
 """
+from kubeprobe import refusals
 from kubeprobe.classify import (ETCD_RANGE_PATH, ETCD_REGISTRY_RANGE, etcd_range_answer,
                                 refusal, unexpected)
 from kubeprobe.outcome import Authority, Observation
@@ -14,8 +16,12 @@ WHAT = "etcd range over plain HTTP"
 
 
 def run(ctx, target):
-    plain = ctx.exchange(ctx.probe(target.host, target.port, tls=False, method="POST",
-                                   path=ETCD_RANGE_PATH, body=ETCD_REGISTRY_RANGE))
+    probe = ctx.probe(target.host, target.port, tls=False, method="POST", path=ETCD_RANGE_PATH,
+                      body=ETCD_REGISTRY_RANGE)
+    plain, refused = refusals.refused_twice(ctx, probe, ctx.exchange(probe), WHAT, "etcd",
+                                            refusals.etcd_up(ctx.kube, target.name, target.host))
+    if refused:
+        return refused
     answered = refusal(plain, WHAT) or etcd_range_answer(plain, WHAT)
     if answered:
         return answered

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 
+from kubeprobe import refusals
 from kubeprobe.net import CLIENT_CERT_ALERTS, Exchange
 from kubeprobe.outcome import Authority, Observation
 
@@ -41,14 +42,17 @@ def tls_refusal(ex: Exchange, what: str) -> Observation | None:
 
 
 def refusal(ex: Exchange, what: str) -> Observation | None:
-    """A TLS alert judged by `tls_refusal`; BLOCKED for a refused connection; INCONCLUSIVE for
-    a timeout/unreachable host; None when the exchange got further than that."""
+    """A TLS alert judged by `tls_refusal`; INCONCLUSIVE for a timeout, an unreachable host or
+    a refused connection; None when the exchange got further than that. A refusal is judged
+    with the component's status or configuration by kubeprobe.refusals before this is
+    reached; alone it proves no control."""
     alerted = tls_refusal(ex, what)
     if alerted:
         return alerted
     if ex.error == "refused":
-        return Observation.blocked(Authority.CONNECTION_REFUSED,
-                                   f"{what}: connection refused ({ex.target})")
+        return Observation.inconclusive(
+            f"{what}: connection refused ({ex.target}): a closed port, a restart and a firewall "
+            "rule look the same, and nothing here tells them apart", network_refusal=None)
     if ex.error in UNPROVEN_ERRORS:
         return Observation.inconclusive(f"{what}: {UNPROVEN_ERRORS[ex.error]} ({ex.target})",
                                         error_detail=ex.error_detail)
@@ -106,12 +110,20 @@ def etcd_range_attack(ctx, target, what: str, client_cert=None,
                       retry_plain: bool = True) -> Observation:
     """POST a keys-only /registry range to an etcd client port over TLS and classify it.
     When the port does not speak TLS at all, an attacker simply switches to plain HTTP:
-    no certificate check can stop that."""
+    no certificate check can stop that. A refused connection is no authentication: see
+    kubeprobe.refusals."""
     def attempt(tls: bool) -> Exchange:
         return ctx.exchange(ctx.probe(target.host, target.port, tls=tls, method="POST",
                                       client_cert=client_cert if tls else None,
                                       path=ETCD_RANGE_PATH, body=ETCD_REGISTRY_RANGE))
-    exchange = attempt(tls=True)
+    first_probe = ctx.probe(target.host, target.port, tls=True, method="POST",
+                            client_cert=client_cert, path=ETCD_RANGE_PATH,
+                            body=ETCD_REGISTRY_RANGE)
+    exchange, refused = refusals.refused_twice(
+        ctx, first_probe, ctx.exchange(first_probe), what, "etcd",
+        refusals.etcd_up(ctx.kube, target.name, target.host))
+    if refused:
+        return refused
     if retry_plain and not_tls(exchange):
         ctx.note("the port did not complete a TLS handshake; retried in plain HTTP")
         exchange = attempt(tls=False)

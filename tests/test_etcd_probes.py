@@ -73,14 +73,20 @@ def test_tls_without_client_auth_is_proven_by_registry_keys(etcd_servers, make_c
     assert "/registry/secrets/default/db-password" in observation.evidence["keys_sample"]
 
 
-def test_closed_port_is_blocked_by_refusal(make_ctx):
+def test_refused_port_is_no_pass_without_the_api(make_ctx):
+    """A refusal never exercised authentication: repeated once, then the component would be
+    checked through the API. Self-tests have none: INCONCLUSIVE, cannot corroborate."""
     with socket.socket() as sock:  # bind, never listen: connect gets RST
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
         attack = load_attack("etcd_client_without_cert")
-        observation = attack.run(make_ctx(), endpoint("etcd_client", port))
-    assert observation.outcome is Outcome.BLOCKED
-    assert observation.authority is Authority.CONNECTION_REFUSED
+        ctx = make_ctx()
+        observation = attack.run(ctx, endpoint("etcd_client", port))
+    assert observation.outcome is Outcome.INCONCLUSIVE
+    assert "cannot corroborate: no API" in observation.summary
+    assert [e["response"]["error"] for e in ctx.exchanges] == ["refused", "refused"]
+    assert judge(CATALOG.get("ETCD-01").expectation("default"),
+                 CATALOG.get("ETCD-01").blocked_by, observation, {}).verdict is Verdict.ERROR
 
 
 def test_silent_port_is_inconclusive_not_blocked(make_ctx):
