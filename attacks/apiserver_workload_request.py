@@ -7,7 +7,7 @@ BLOCKED:   HTTP 403 (authorization denied) or 401.
 `{node}` in the path is replaced by the first node's name. Evidence also counts the workload
 pods that get a ServiceAccount token mounted (the identity this attack uses).
 """
-from kubeprobe.classify import http_auth_refusal, refusal, unexpected
+from kubeprobe.classify import http_auth_refusal, list_answer, refusal, unexpected
 from kubeprobe import inventory
 from kubeprobe.outcome import Observation
 
@@ -29,9 +29,9 @@ def run(ctx, target, path="/api/v1/secrets", node=None):
             *inventory.collect(ctx.kube))
         return blocked
     if exchange.http_status == 200:
-        body = exchange.json_body() or {}
-        names = [f"{(i.get('metadata') or {}).get('namespace')}/"
-                 f"{(i.get('metadata') or {}).get('name')}" for i in body.get("items", [])]
-        return Observation.succeeded(f"{what}: HTTP 200, {len(names)} items",
-                                     names_sample=names[:10])
+        # A 200 is the attack getting through, whatever the body (a list, a single object,
+        # the kubelet's answer through nodes/proxy): a list's item names are the proof.
+        return list_answer(exchange, what, "items") or Observation.succeeded(
+            f"{what}: HTTP 200 ({len(exchange.body or '')} characters"
+            f"{', truncated' if exchange.body_truncated else ''})")
     return unexpected(exchange, what)

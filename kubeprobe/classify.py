@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 
 from kubeprobe import refusals
-from kubeprobe.net import CLIENT_CERT_ALERTS, Exchange
+from kubeprobe.net import BODY_LIMIT, CLIENT_CERT_ALERTS, Exchange
 from kubeprobe.outcome import Authority, Observation
 
 #: Connection-level failures that prove nothing.
@@ -95,14 +95,55 @@ ETCD_RANGE_PATH = "/v3/kv/range"
 def etcd_range_answer(ex: Exchange, what: str) -> Observation | None:
     """SUCCEEDED when etcd answered a range request: the key names are the proof (never
     values: the request is keys-only)."""
-    body = ex.json_body()
+    body = ex.json_prefix()
     if ex.http_status == 200 and body is not None and "header" in body:
         keys = [base64.b64decode(kv.get("key", "")).decode(errors="replace")
                 for kv in body.get("kvs", [])]
+        count = (f"at least {len(keys)}" if ex.body_truncated
+                 else body.get("count", len(keys)))
         return Observation.succeeded(
             f"{what}: etcd answered the range request on {ex.target} "
-            f"({body.get('count', len(keys))} keys under /registry)",
+            f"({count} keys under /registry)",
             keys_sample=keys, etcd_header=body.get("header"))
+    return None
+
+
+def _cut(ex: Exchange) -> str:
+    return (f" (body over {BODY_LIMIT} bytes: counted from the part read)"
+            if ex.body_truncated else "")
+
+
+def listed_items(ex: Exchange) -> list[str] | None:
+    """namespace/name of the items of a JSON list answer (a truncated one: the items that
+    arrived whole), or None when the body is no list."""
+    body = ex.json_prefix()
+    if body is None or not isinstance(body.get("items"), list):
+        return None
+    return [f"{(i.get('metadata') or {}).get('namespace')}/{(i.get('metadata') or {}).get('name')}"
+            for i in body["items"] if isinstance(i, dict)]
+
+
+def list_answer(ex: Exchange, what: str, noun: str) -> Observation | None:
+    """SUCCEEDED for an HTTP 200 list: the item names are the proof, never their contents. A
+    200 cut at the read limit is still a 200: its whole items are named ("at least N"), and a
+    JSON body cut before any whole item is named by status, type and size."""
+    if ex.http_status != 200:
+        return None
+    names = listed_items(ex)
+    if names is not None:
+        count = f"at least {len(names)}" if ex.body_truncated else str(len(names))
+        return Observation.succeeded(f"{what}: HTTP 200, {count} {noun} listed{_cut(ex)}",
+                                     names_sample=names[:10], body_truncated=ex.body_truncated)
+    return truncated_answer(ex, what)
+
+
+def truncated_answer(ex: Exchange, what: str) -> Observation | None:
+    """SUCCEEDED for an HTTP 200 JSON answer too large to parse whole."""
+    content_type = ex.http_headers.get("content-type", "")
+    if ex.http_status == 200 and ex.body_truncated and "json" in content_type:
+        return Observation.succeeded(
+            f"{what}: HTTP 200 {content_type}, body over {BODY_LIMIT} bytes",
+            body_truncated=True)
     return None
 
 
@@ -143,17 +184,17 @@ def kubelet_answer(ex: Exchange, what: str) -> Observation | None:
     """SUCCEEDED when the kubelet served the request: what it disclosed is the proof."""
     if ex.http_status != 200:
         return None
-    body = ex.json_body()
-    if body is not None and isinstance(body.get("items"), list):
-        pods = [f"{(i.get('metadata') or {}).get('namespace')}/"
-                f"{(i.get('metadata') or {}).get('name')}" for i in body["items"]]
-        return Observation.succeeded(f"{what}: HTTP 200, the kubelet listed {len(pods)} pods",
-                                     pods_sample=pods[:10])
+    body = ex.json_prefix()
+    pods = listed_items(ex)
+    if pods is not None:
+        count = f"at least {len(pods)}" if ex.body_truncated else str(len(pods))
+        return Observation.succeeded(f"{what}: HTTP 200, the kubelet listed {count} pods"
+                                     f"{_cut(ex)}", pods_sample=pods[:10])
     if body is not None and "kubeletconfig" in body:
         config = body["kubeletconfig"]
         return Observation.succeeded(
             f"{what}: HTTP 200, the kubelet disclosed its configuration",
             authentication=config.get("authentication"),
             authorization=config.get("authorization"))
-    return Observation.succeeded(f"{what}: HTTP 200 ({len(ex.body or '')} bytes)",
-                                 body_sample=(ex.body or "")[:300])
+    return truncated_answer(ex, what) or Observation.succeeded(
+        f"{what}: HTTP 200 ({len(ex.body or '')} bytes)", body_sample=(ex.body or "")[:300])

@@ -57,11 +57,18 @@ def redact(value: Any) -> Any:
 
 
 def evidence_of(exchange: Exchange) -> dict:
-    """The exchange as evidence: JSON bodies redacted, every body cut to a readable size."""
+    """The exchange as evidence: JSON bodies redacted (a truncated one too: its whole members
+    are kept, redacted, the rest dropped), every body cut to a readable size."""
     record = exchange.to_json()
-    body = exchange.json_body()
+    body = exchange.json_prefix()
     if body is not None:
         record["body"] = json.dumps(redact(body))
+        if exchange.body_truncated:
+            record["body"] += " (truncated body: only the members that arrived whole)"
+    elif exchange.body_truncated and "json" in exchange.http_headers.get("content-type", ""):
+        # Unparsable and cut: it could hold secret values that redaction cannot find.
+        record["body"] = (f"<{len(exchange.body or '')} characters of a truncated JSON body, "
+                          "not recorded>")
     if record["body"] and len(record["body"]) > EVIDENCE_BODY_LIMIT:
         record["body"] = record["body"][:EVIDENCE_BODY_LIMIT] + f"... ({len(record['body'])} chars)"
     return record

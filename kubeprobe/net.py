@@ -28,6 +28,7 @@ import dataclasses
 import errno
 import ipaddress
 import json
+import re
 import socket
 import ssl
 import time
@@ -156,6 +157,13 @@ class Exchange:
             return None
         return value if isinstance(value, dict) else None
 
+    def json_prefix(self) -> dict | None:
+        """`json_body()`; for a truncated body, the object's members that arrived whole (a cut
+        array keeps its whole elements): judge a cut 200 on what it did say."""
+        if not self.body_truncated:
+            return self.json_body()
+        return json_object_prefix(self.body or "")
+
     def summary(self) -> str:
         if self.http_status is not None:
             cut = (f" (body truncated after {len(self.body or '')} characters)"
@@ -179,6 +187,59 @@ def tls13_needed(probe: Probe, ex: Exchange) -> bool:
     return ex.tls_alert == "protocol_version" or (
         ex.error == "tls_error" and ("unsupported protocol" in detail
                                      or "protocol version" in detail))
+
+
+_WHITESPACE = re.compile(r"\s*")
+
+
+def json_object_prefix(text: str) -> dict | None:
+    """The members of a JSON object text that may be cut short, up to the cut: whole values
+    only, and for an array the elements before the cut. None unless the text opens an object."""
+    decoder = json.JSONDecoder()
+
+    def skip(i: int) -> int:
+        return _WHITESPACE.match(text, i).end()
+
+    def whole_value(i: int) -> tuple[object, int]:
+        value, end = decoder.raw_decode(text, i)
+        if end == len(text) and isinstance(value, (int, float)):
+            raise ValueError("a number at the cut may itself be cut")
+        return value, end
+
+    found: dict = {}
+    i = skip(0)
+    if not text.startswith("{", i):
+        return None
+    i += 1
+    try:
+        while True:
+            i = skip(i)
+            key, i = decoder.raw_decode(text, i)
+            i = skip(i)
+            if not text.startswith(":", i):
+                return found
+            i = skip(i + 1)
+            if text.startswith("[", i):
+                items: list = []
+                found[key] = items
+                i = skip(i + 1)
+                while not text.startswith("]", i):
+                    value, i = whole_value(i)
+                    items.append(value)
+                    i = skip(i)
+                    if text.startswith(",", i):
+                        i = skip(i + 1)
+                    elif not text.startswith("]", i):
+                        return found
+                i += 1
+            else:
+                found[key], i = whole_value(i)
+            i = skip(i)
+            if not text.startswith(",", i):
+                return found
+            i += 1
+    except (ValueError, IndexError):
+        return found
 
 
 class Transport(Protocol):
