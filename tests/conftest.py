@@ -28,6 +28,11 @@ class LocalCredentials:
             raise Unavailable("no cluster CA in this self-test")
         return self.certs.cluster_ca_client()
 
+    def cluster_trust_bundle(self, ctx):
+        if self.certs is None:
+            raise Unavailable("no cluster CA in this self-test")
+        return self.certs.cluster_ca.cert_pem, "the self-test PKI's cluster CA"
+
     def service_account_token(self, ctx):
         if self.token is None:
             raise Unavailable("no token in this self-test")

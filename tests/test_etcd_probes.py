@@ -116,3 +116,42 @@ def test_grpc_only_port_without_client_auth_is_succeeded(etcd_pki, tmp_path, mak
         realetcd.stop_etcd(etcd)
     assert observation.outcome is Outcome.SUCCEEDED, observation
     assert "without a client certificate" in observation.summary
+
+
+class SeparateSignerCredentials(LocalCredentials):
+    """A cluster whose kube-apiserver-client signer is a CA of its own: same name as the
+    cluster CA ("kubernetes"), different key."""
+
+    def __init__(self, certs):
+        super().__init__(certs)
+        from kubeprobe import pki
+        self.signer = pki.CertificateAuthority.create("kubernetes")
+
+    def cluster_ca_client_cert(self, ctx):
+        return self.signer.issue("kubeprobe-csr-user").client_cert("from a separate signer")
+
+
+def test_etcd04_certificate_is_verified_against_the_trust_bundle(etcd_servers, make_ctx,
+                                                                  etcd_pki):
+    _, observation, ctx = run_control("ETCD-04", etcd_servers["cluster_ca_trusted"], make_ctx,
+                                      etcd_pki)
+    assert observation.outcome is Outcome.SUCCEEDED
+    assert any("signature verified" in note for note in ctx.notes)
+
+
+def test_etcd04_separate_signer_is_skipped_not_judged(etcd_servers, make_ctx, etcd_pki):
+    from kubeprobe.context import Unavailable
+    ctx = make_ctx(credentials=SeparateSignerCredentials(etcd_pki), control_id="ETCD-04")
+    with pytest.raises(Unavailable, match="not signed by any CA in the cluster's trust bundle"):
+        load_attack("etcd_client_cluster_ca_cert").run(
+            ctx, endpoint("etcd_client", etcd_servers["cluster_ca_trusted"].client_port))
+    assert ctx.exchanges == [], "nothing may be sent with a certificate that proves nothing"
+
+
+def test_issuing_ca_checks_the_signature_not_the_name(etcd_pki):
+    from kubeprobe import pki
+    namesake = pki.CertificateAuthority.create("kubernetes")
+    cert = etcd_pki.cluster_ca_client().cert_pem
+    bundle = namesake.cert_pem + etcd_pki.etcd_ca.cert_pem + etcd_pki.cluster_ca.cert_pem
+    assert pki.issuing_ca(cert, bundle).public_key() == etcd_pki.cluster_ca.cert.public_key()
+    assert pki.issuing_ca(cert, namesake.cert_pem + etcd_pki.etcd_ca.cert_pem) is None
