@@ -1,6 +1,7 @@
 // kubeprobe-agent: the pod-side twin of kubeprobe/net.py's RunnerTransport.
 //
 //	kubeprobe-agent probe   read ONE Probe JSON line on stdin, print ONE Exchange JSON
+//	                        (HTTP/1.1, or one unary gRPC call over HTTP/2 when "grpc" is set)
 //	kubeprobe-agent sleep   block until SIGTERM (the pod's main process)
 //
 // Keys and tokens travel on stdin, never argv, so they stay out of pods/exec audit events.
@@ -9,13 +10,17 @@ package main
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"crypto/tls"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -45,6 +50,7 @@ type probe struct {
 	BodyB64        *string           `json:"body_b64"`
 	ConnectTimeout float64           `json:"connect_timeout"`
 	ReadTimeout    float64           `json:"read_timeout"`
+	GRPC           bool              `json:"grpc"`
 }
 
 type exchange struct {
@@ -59,6 +65,7 @@ type exchange struct {
 	TLSAlert          *string           `json:"tls_alert"`
 	TLSVersion        *string           `json:"tls_version"`
 	TLSCertRequested  *bool             `json:"tls_cert_requested"`
+	TLSALPN           *string           `json:"tls_alpn"`
 	ServerCertSubject *string           `json:"server_cert_subject"`
 	ServerCertIssuer  *string           `json:"server_cert_issuer"`
 	HTTPStatus        *int              `json:"http_status"`
@@ -173,6 +180,9 @@ func run(p probe, vantage string) exchange {
 		if net.ParseIP(p.Host) == nil {
 			cfg.ServerName = p.Host // SNI for DNS names, as net.py sends it
 		}
+		if p.GRPC {
+			cfg.NextProtos = []string{"h2"}
+		}
 		present := &tls.Certificate{} // an empty Certificate message when we hold none
 		if p.ClientCert != nil {
 			pair, err := tls.X509KeyPair([]byte(p.ClientCert.CertPEM), []byte(p.ClientCert.KeyPEM))
@@ -192,7 +202,12 @@ func run(p probe, vantage string) exchange {
 			requested = true
 			return present, nil
 		}
-		t := tls.Client(raw, cfg)
+		var under net.Conn = raw
+		deferred := &deferredWriteConn{Conn: raw}
+		if p.GRPC {
+			under = deferred // HTTP/2 writes several times: a refusal must not hide as EPIPE
+		}
+		t := tls.Client(under, cfg)
 		if err := t.Handshake(); err != nil {
 			classifyIO(&e, err)
 			if e.Error != nil && *e.Error == "reset" && strings.Contains(err.Error(), "tls") {
@@ -203,11 +218,18 @@ func run(p probe, vantage string) exchange {
 		e.TLSHandshake = true
 		state := t.ConnectionState()
 		e.TLSVersion = str(tlsVersion(state.Version))
+		if state.NegotiatedProtocol != "" {
+			e.TLSALPN = str(state.NegotiatedProtocol)
+		}
 		if len(state.PeerCertificates) > 0 {
 			e.ServerCertSubject = str(state.PeerCertificates[0].Subject.String())
 			e.ServerCertIssuer = str(state.PeerCertificates[0].Issuer.String())
 		}
 		conn = t
+		if p.GRPC && p.Method != nil {
+			grpcCall(t, p, &e, deferred)
+			return e
+		}
 	}
 	if p.Method == nil {
 		return e
@@ -229,6 +251,91 @@ func run(p probe, vantage string) exchange {
 	_, sendErr := conn.Write(append([]byte(req+"\r\n"), body...))
 	readResponse(conn, &e, sendErr)
 	return e
+}
+
+// grpcCall makes one unary gRPC call over HTTP/2 on the handshaken connection, as net.py's
+// _grpc_call: the body is the request message; the exchange's body is the base64 of the first
+// response message; headers beyond the status are not recorded.
+func grpcCall(conn *tls.Conn, p probe, e *exchange, deferred *deferredWriteConn) {
+	var message []byte
+	if p.BodyB64 != nil {
+		message, _ = base64.StdEncoding.DecodeString(*p.BodyB64)
+	}
+	framed := make([]byte, 5+len(message))
+	binary.BigEndian.PutUint32(framed[1:5], uint32(len(message)))
+	copy(framed[5:], message)
+	dialed := false
+	transport := &http.Transport{ForceAttemptHTTP2: true,
+		DialTLSContext: func(context.Context, string, string) (net.Conn, error) {
+			if dialed {
+				return nil, errors.New("one connection per probe")
+			}
+			dialed = true
+			return conn, nil
+		}}
+	defer transport.CloseIdleConnections()
+	host := p.Host
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	req, err := http.NewRequest("POST", fmt.Sprintf("https://%s:%d%s", host, p.Port, p.Path), bytes.NewReader(framed))
+	if err != nil {
+		e.fail("protocol", err)
+		return
+	}
+	req.Header.Set("Content-Type", "application/grpc")
+	req.Header.Set("TE", "trailers")
+	req.Header.Set("User-Agent", "kubeprobe")
+	resp, err := transport.RoundTrip(req)
+	if err != nil {
+		classifyIO(e, err)
+		switch {
+		case e.TLSAlert != nil:
+		case deferred.writeErr != nil:
+			classifyIO(e, deferred.writeErr) // nothing said before the close: the failed write
+		case strings.Contains(err.Error(), "http2:"):
+			e.Error = str("protocol")
+		}
+		return
+	}
+	defer resp.Body.Close()
+	code := resp.StatusCode
+	e.HTTPStatus, e.HTTPReason = &code, str(http.StatusText(code))
+	data, readErr := io.ReadAll(io.LimitReader(resp.Body, bodyLimit+6))
+	e.BytesReceived = len(data)
+	truncated := readErr != nil || len(data) > bodyLimit+5
+	if len(data) >= 5 {
+		length := int(binary.BigEndian.Uint32(data[1:5]))
+		first := data[5:min(5+length, len(data))]
+		truncated = truncated || length > len(first) || len(first) > bodyLimit
+		if len(first) > bodyLimit {
+			first = first[:bodyLimit]
+		}
+		e.Body = str(base64.StdEncoding.EncodeToString(first))
+	}
+	e.BodyTruncated = truncated
+}
+
+// deferredWriteConn keeps a failed write from the TLS and HTTP/2 layers, as net.py does for
+// its one sendall: they go on to read what the server said before it closed (TLS 1.3 sends
+// its refusal of our certificate right after the handshake); the failure is reported only
+// when nothing could be read.
+type deferredWriteConn struct {
+	net.Conn
+	writeErr error
+}
+
+func (c *deferredWriteConn) Write(b []byte) (int, error) {
+	if c.writeErr != nil {
+		return len(b), nil
+	}
+	n, err := c.Conn.Write(b)
+	var netErr net.Error
+	if err != nil && !(errors.As(err, &netErr) && netErr.Timeout()) {
+		c.writeErr = err
+		return len(b), nil
+	}
+	return n, err
 }
 
 // readResponse reads until close, the declared Content-Length, the read cap or the deadline:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 
-from kubeprobe import refusals
+from kubeprobe import etcdgrpc, refusals
 from kubeprobe.net import BODY_LIMIT, CLIENT_CERT_ALERTS, Exchange
 from kubeprobe.outcome import Authority, Observation
 
@@ -151,7 +151,9 @@ def etcd_range_attack(ctx, target, what: str, client_cert=None,
                       retry_plain: bool = True) -> Observation:
     """POST a keys-only /registry range to an etcd client port over TLS and classify it.
     When the port does not speak TLS at all, an attacker simply switches to plain HTTP:
-    no certificate check can stop that. A refused connection is no authentication: see
+    no certificate check can stop that. When TLS lets us in but the JSON range gets no
+    HTTP answer, the port serves gRPC only (etcd with --listen-client-http-urls): the same
+    range is asked in gRPC. A refused connection is no authentication: see
     kubeprobe.refusals."""
     def attempt(tls: bool) -> Exchange:
         return ctx.exchange(ctx.probe(target.host, target.port, tls=tls, method="POST",
@@ -168,16 +170,65 @@ def etcd_range_attack(ctx, target, what: str, client_cert=None,
     if retry_plain and not_tls(exchange):
         ctx.note("the port did not complete a TLS handshake; retried in plain HTTP")
         exchange = attempt(tls=False)
-    if exchange.tls_handshake and exchange.error == "eof" and client_cert is None:
-        # etcd with --client-cert-auth demands the certificate inside a TLS 1.2 handshake;
-        # this one completed without any. The port serves gRPC only (its JSON gateway moved
-        # to --listen-client-http-urls), which any etcd client can now use.
+    judged = refusal(exchange, what) or etcd_range_answer(exchange, what)
+    if judged:
+        return judged
+    if exchange.tls_handshake and exchange.http_status is None \
+            and exchange.error in ("eof", "reset", "protocol"):
+        ctx.note(f"TLS completed but the JSON range got no HTTP answer ({exchange.summary()}): "
+                 "asked the same range in gRPC over HTTP/2")
+        return etcd_grpc_range_attack(ctx, target, what, client_cert, exchange)
+    return unexpected(exchange, what)
+
+
+# The same keys-only range as ETCD_REGISTRY_RANGE, as a gRPC RangeRequest.
+ETCD_REGISTRY_RANGE_GRPC = etcdgrpc.range_request(b"/registry", b"/registrz", 10, True)
+
+
+def etcd_grpc_range_attack(ctx, target, what: str, client_cert, json_exchange: Exchange
+                           ) -> Observation:
+    """The range as a gRPC call (etcdserverpb.KV/Range, HTTP/2 via ALPN h2)."""
+    ex = ctx.exchange(ctx.probe(target.host, target.port, tls=True, grpc=True, method="POST",
+                                path=etcdgrpc.RANGE_METHOD, body=ETCD_REGISTRY_RANGE_GRPC,
+                                client_cert=client_cert))
+    answered = etcd_grpc_range_answer(ex, what, client_cert is not None)
+    if answered:
+        return answered
+    alerted = tls_refusal(ex, what)
+    if alerted:
+        return alerted
+    if client_cert is None and json_exchange.tls_cert_requested is False:
+        # No answer to read, but the server never asked for a client certificate at all.
         return Observation.succeeded(
-            f"{what}: etcd completed a {exchange.tls_version} handshake without a client "
-            f"certificate on {exchange.target} (gRPC-only port: the JSON range was not served)",
-            tls_version=exchange.tls_version, server_cert_issuer=exchange.server_cert_issuer)
-    return (refusal(exchange, what) or etcd_range_answer(exchange, what)
-            or unexpected(exchange, what))
+            f"{what}: etcd completed a {json_exchange.tls_version} handshake on "
+            f"{json_exchange.target} without asking for a client certificate (no "
+            f"CertificateRequest); the gRPC Range got no answer ({ex.summary()})",
+            tls_cert_requested=False, tls_version=json_exchange.tls_version)
+    return unexpected(ex, f"{what} (gRPC)")
+
+
+def etcd_grpc_range_answer(ex: Exchange, what: str, with_cert: bool) -> Observation | None:
+    """SUCCEEDED when a gRPC Range came back with a RangeResponse: its header (cluster,
+    member, revision) and key names are the proof."""
+    if ex.http_status != 200 or not ex.body:
+        return None
+    try:
+        parsed = etcdgrpc.parse_range_response(base64.b64decode(ex.body))
+    except ValueError:
+        return None
+    if parsed is None:
+        return None
+    count = f"at least {len(parsed['keys'])}" if ex.body_truncated else parsed["count"]
+    how = ("mutual TLS: the server asked for a client certificate and accepted ours"
+           if with_cert and ex.tls_cert_requested else
+           "the server asked for a client certificate and went on without one"
+           if ex.tls_cert_requested else "no client certificate was asked for")
+    return Observation.succeeded(
+        f"{what}: etcd answered a gRPC Range over HTTP/2 ({ex.tls_version}, ALPN "
+        f"{ex.tls_alpn}) on {ex.target} ({count} keys under /registry; {how}). The port "
+        "serves gRPC only: its JSON gateway listens elsewhere",
+        keys_sample=parsed["keys"], etcd_header=parsed["header"],
+        grpc_method=etcdgrpc.RANGE_METHOD, tls_cert_requested=ex.tls_cert_requested)
 
 
 def kubelet_answer(ex: Exchange, what: str) -> Observation | None:

@@ -20,7 +20,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from kubeprobe.net import ClientCert, Exchange, Probe, Transport, tls13_needed
+from kubeprobe.net import (ClientCert, Exchange, Probe, Transport, tls13_alert_may_be_lost,
+                           tls13_needed)
 
 log = logging.getLogger("kubeprobe")
 
@@ -128,7 +129,13 @@ class AttackContext:
             # handshake); a TLS-1.3-only server must still get a verdict.
             self.note(f"{probe.url()} refused TLS 1.2 ({result.summary()}): repeated with "
                       "TLS 1.3")
-            result = self._recorded_exchange(dataclasses.replace(probe, max_tls_version="1.3"))
+            probe = dataclasses.replace(probe, max_tls_version="1.3")
+            result = self._recorded_exchange(probe)
+        if tls13_alert_may_be_lost(probe, result):
+            self.note(f"{probe.url()}: closed without a readable alert right after a TLS 1.3 "
+                      "handshake that asked for a client certificate (the close can overtake "
+                      "the alert): repeated once")
+            result = self._recorded_exchange(probe)
         return result
 
     def _recorded_exchange(self, probe: Probe) -> Exchange:

@@ -20,12 +20,18 @@ cipher, curve or SNI mismatch. `tls_cert_requested` records whether the server s
 CertificateRequest during the handshake (None: not known), which is what makes an alert a
 client-certificate refusal (kubeprobe.classify). A 200 whose body was cut at BODY_LIMIT (or
 whose connection ended early) is still a 200: `body_truncated` says the body is a prefix.
+
+A `grpc` probe is one unary gRPC call over HTTP/2 (TLS with ALPN h2): `body` is the request
+message (protobuf), the Exchange's `body` the base64 of the first response message, and
+`http_headers` stay empty (response headers are not decoded beyond :status). It is the
+proof on a port that serves gRPC only (etcd with --listen-client-http-urls).
 """
 from __future__ import annotations
 
 import base64
 import dataclasses
 import errno
+import http.client
 import ipaddress
 import json
 import re
@@ -88,6 +94,11 @@ class Probe:
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     read_timeout: float = DEFAULT_READ_TIMEOUT
     nonce: str | None = None  # the attack's nonce; the pod agent shows it in its command line
+    grpc: bool = False        # a unary gRPC call over HTTP/2 to `path` (needs tls)
+
+    def __post_init__(self) -> None:
+        if self.grpc and not (self.tls and self.method == "POST"):
+            raise ValueError("a gRPC probe is a POST over TLS (HTTP/2 negotiated with ALPN)")
 
     def url(self) -> str:
         scheme = "https" if self.tls else "http"
@@ -107,10 +118,12 @@ class Probe:
             "url": self.url(), "method": self.method, "tls": self.tls,
             "max_tls_version": self.max_tls_version if self.tls else None,
             "sni": server_name(self.host) if self.tls else None,
+            "grpc": self.grpc,
             "client_certificate": self.client_cert.label if self.client_cert else None,
             "headers": {k: ("<redacted>" if k.lower() == "authorization" else v)
                         for k, v in self.headers.items()},
-            "body": self.body.decode(errors="replace") if self.body else None,
+            "body": (base64.b64encode(self.body).decode() if self.grpc
+                     else self.body.decode(errors="replace")) if self.body else None,
         }
 
 
@@ -130,6 +143,7 @@ class Exchange:
     # The server sent a CertificateRequest in the handshake (None: no TLS attempt got that far
     # in a way this transport can tell).
     tls_cert_requested: bool | None = None
+    tls_alpn: str | None = None       # the application protocol the server selected (ALPN)
     server_cert_subject: str | None = None
     server_cert_issuer: str | None = None
     http_status: int | None = None
@@ -242,6 +256,17 @@ def json_object_prefix(text: str) -> dict | None:
         return found
 
 
+def tls13_alert_may_be_lost(probe: Probe, ex: Exchange) -> bool:
+    """TLS 1.3: a server refusing our certificate sends its alert right after the handshake
+    and closes; when our request is still unread it closes with an RST, which can overtake
+    the alert. A reset or EOF with no byte after a TLS 1.3 handshake in which the server asked
+    for a certificate is that race or something else (a port serving gRPC only): repeat it."""
+    return (probe.tls and probe.method is not None and ex.tls_handshake
+            and ex.tls_version == "TLSv1.3" and ex.tls_cert_requested is True
+            and ex.error in ("reset", "eof") and ex.http_status is None
+            and ex.bytes_received == 0)
+
+
 class Transport(Protocol):
     """How a probe reaches its target: from the runner, or from inside a pod."""
     vantage: str
@@ -287,6 +312,7 @@ def _connect_error(exc: OSError) -> str:
 
 def _describe_peer(sock: ssl.SSLSocket, exchange: Exchange) -> None:
     exchange.tls_version = sock.version()
+    exchange.tls_alpn = sock.selected_alpn_protocol()
     der = sock.getpeercert(binary_form=True)
     if der:
         from cryptography import x509
@@ -319,6 +345,8 @@ def _client_context(probe: Probe) -> ssl.SSLContext:
     ctx.verify_mode = ssl.CERT_NONE
     ctx.maximum_version = (ssl.TLSVersion.TLSv1_2 if probe.max_tls_version == "1.2"
                            else ssl.TLSVersion.TLSv1_3)
+    if probe.grpc:
+        ctx.set_alpn_protocols(["h2"])
     if probe.client_cert:
         import os
         import tempfile
@@ -429,6 +457,172 @@ def _record_failure(ex: Exchange, exc: BaseException) -> None:
     ex.error_detail = str(exc) or type(exc).__name__
 
 
+# ---------------------------------------------------------------- gRPC over HTTP/2
+# Just enough HTTP/2 (RFC 9113) and HPACK (RFC 7541) for one unary call: the request headers
+# are literals without Huffman coding; of the response headers only :status is decoded.
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_DATA, _HEADERS, _RST_STREAM, _SETTINGS, _GOAWAY = 0x0, 0x1, 0x3, 0x4, 0x7
+_END_STREAM, _ACK, _END_HEADERS, _PADDED, _PRIORITY = 0x1, 0x1, 0x4, 0x8, 0x20
+_STREAM = 1
+# HPACK static table entries 8..14 are ":status" with these values.
+_STATIC_STATUS = {8: 200, 9: 204, 10: 206, 11: 304, 12: 400, 13: 404, 14: 500}
+# HPACK Huffman codes of the digits (RFC 7541 Appendix B): all a status value needs.
+_HUFFMAN_DIGITS = {("0" * 5): "0", "00001": "1", "00010": "2", "011001": "3", "011010": "4",
+                   "011011": "5", "011100": "6", "011101": "7", "011110": "8", "011111": "9"}
+
+
+def _h2_frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
+    return (len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big")
+            + payload)
+
+
+def _hpack_int(value: int, prefix_bits: int, high: int = 0) -> bytes:
+    limit = (1 << prefix_bits) - 1
+    if value < limit:
+        return bytes([high | value])
+    out, value = bytearray([high | limit]), value - limit
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    return bytes(out + bytes([value]))
+
+
+def _hpack_literal(name: bytes, value: bytes) -> bytes:
+    """Literal header field without indexing, new name, no Huffman coding."""
+    return b"\x00" + _hpack_int(len(name), 7) + name + _hpack_int(len(value), 7) + value
+
+
+def _huffman_digits(data: bytes) -> str | None:
+    bits, out, code = "".join(f"{b:08b}" for b in data), [], ""
+    for bit in bits:
+        code += bit
+        if code in _HUFFMAN_DIGITS:
+            out.append(_HUFFMAN_DIGITS[code])
+            code = ""
+        elif len(code) > 6:
+            return None
+    return "".join(out) if set(code) <= {"1"} else None  # the rest is EOS padding
+
+
+def _status_of(block: bytes) -> int | None:
+    """:status from the first field of a response header block: an indexed static entry, or
+    a literal with the static name (value plain or Huffman-coded digits)."""
+    if not block:
+        return None
+    first = block[0]
+    if first & 0x80:
+        return _STATIC_STATUS.get(first & 0x7F)
+    if first & 0xC0 == 0x40:
+        name_index = first & 0x3F
+    elif first & 0xF0 in (0x00, 0x10):
+        name_index = first & 0x0F
+    else:
+        return None
+    if name_index not in _STATIC_STATUS or len(block) < 2:
+        return None
+    huffman, length = block[1] & 0x80, block[1] & 0x7F
+    raw = block[2:2 + length]
+    text = _huffman_digits(raw) if huffman else raw.decode("ascii", errors="replace")
+    return int(text) if text and text.isdigit() else None
+
+
+def _unpadded(flags: int, kind: int, payload: bytes) -> bytes:
+    if flags & _PADDED and payload:
+        payload = payload[1:len(payload) - payload[0]]
+    if kind == _HEADERS and flags & _PRIORITY:
+        payload = payload[5:]
+    return payload
+
+
+def _next_frame(sock: socket.socket, buffer: bytearray,
+                deadline: float) -> tuple[int, int, int, bytes] | None:
+    """The next frame (kind, flags, stream, payload), or None when the peer closed."""
+    while True:
+        if len(buffer) >= 9:
+            length = int.from_bytes(buffer[:3], "big")
+            if len(buffer) >= 9 + length:
+                header, payload = bytes(buffer[:9]), bytes(buffer[9:9 + length])
+                del buffer[:9 + length]
+                return (header[3], header[4], int.from_bytes(header[5:9], "big") & 0x7FFFFFFF,
+                        payload)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise socket.timeout("read deadline")
+        sock.settimeout(remaining)
+        chunk = sock.recv(65536)
+        if not chunk:
+            return None
+        buffer += chunk
+
+
+def _grpc_call(sock: socket.socket, probe: Probe, ex: Exchange, deadline: float) -> None:
+    message = probe.body or b""
+    host = f"[{probe.host}]" if ":" in probe.host else probe.host
+    authority = f"{host}:{probe.port}"
+    fields = ((b":method", b"POST"), (b":scheme", b"https"), (b":path", probe.path.encode()),
+              (b":authority", authority.encode()), (b"content-type", b"application/grpc"),
+              (b"te", b"trailers"), (b"user-agent", b"kubeprobe"))
+    request = (_H2_PREFACE + _h2_frame(_SETTINGS, 0, 0, b"")
+               + _h2_frame(_HEADERS, _END_HEADERS, _STREAM,
+                           b"".join(_hpack_literal(n, v) for n, v in fields))
+               + _h2_frame(_DATA, _END_STREAM, _STREAM,
+                           b"\x00" + len(message).to_bytes(4, "big") + message))
+    send_failure: OSError | None = None
+    try:
+        sock.sendall(request)
+    except OSError as exc:
+        send_failure = exc  # as for HTTP/1.1: what the server said may still be readable
+    buffer, data = bytearray(), bytearray()
+    headers_seen, ended, failure = False, False, None
+    try:
+        while not ended:
+            frame = _next_frame(sock, buffer, deadline)
+            if frame is None:
+                break
+            kind, flags, stream, payload = frame
+            if kind == _SETTINGS and not flags & _ACK:
+                sock.sendall(_h2_frame(_SETTINGS, _ACK, 0, b""))
+            elif kind == _GOAWAY and not headers_seen:
+                failure = (f"HTTP/2 GOAWAY, error code {int.from_bytes(payload[4:8], 'big')}: "
+                           f"{payload[8:200]!r}")
+                break
+            elif stream == _STREAM and kind == _RST_STREAM:
+                failure = f"HTTP/2 RST_STREAM, error code {int.from_bytes(payload[:4], 'big')}"
+                break
+            elif stream == _STREAM and kind in (_HEADERS, _DATA):
+                payload = _unpadded(flags, kind, payload)
+                if kind == _HEADERS and not headers_seen:
+                    headers_seen = True
+                    ex.http_status = _status_of(payload)
+                elif kind == _DATA and len(data) <= BODY_LIMIT + 5:
+                    data += payload
+                ended = bool(flags & _END_STREAM)
+    except OSError as exc:
+        if not headers_seen:
+            _record_failure(ex, exc)
+            if ex.error != "tls_alert" and send_failure is not None:
+                ex.error, ex.error_detail = None, None
+                _record_failure(ex, send_failure)
+            return
+    if not headers_seen:
+        if failure:
+            ex.error, ex.error_detail = "protocol", failure
+        elif send_failure is not None:
+            _record_failure(ex, send_failure)
+        else:
+            ex.error, ex.error_detail = "eof", "peer closed the connection without an HTTP/2 answer"
+        return
+    ex.http_reason = http.client.responses.get(ex.http_status or 0, "")
+    ex.bytes_received = len(data)
+    truncated = not ended
+    if len(data) >= 5:
+        length = int.from_bytes(data[1:5], "big")
+        first = bytes(data[5:5 + length])
+        truncated = truncated or length > len(first) or len(first) > BODY_LIMIT
+        ex.body = base64.b64encode(first[:BODY_LIMIT]).decode()
+    ex.body_truncated = truncated
+
+
 class RunnerTransport:
     """Probes sent from the machine running the suite (outside the cluster)."""
     vantage = "runner"
@@ -466,7 +660,10 @@ class RunnerTransport:
                 _describe_peer(sock, ex)
             if probe.method is None:
                 return
-            self._request(sock, probe, ex, deadline)
+            if probe.grpc:
+                _grpc_call(sock, probe, ex, deadline)
+            else:
+                self._request(sock, probe, ex, deadline)
         except OSError as exc:  # ssl.SSLError, resets and timeouts are OSErrors
             _record_failure(ex, exc)
         finally:

@@ -48,7 +48,7 @@ def _exchange_html(exchange: dict) -> str:
     req, res = exchange["request"], exchange["response"]
     wire = []
     for key in ("error", "error_detail", "tls_handshake", "tls_alert", "tls_version",
-                "tls_cert_requested", "server_cert_subject", "server_cert_issuer",
+                "tls_cert_requested", "tls_alpn", "server_cert_subject", "server_cert_issuer",
                 "http_status", "http_reason", "body_truncated", "elapsed_ms", "started_at",
                 "vantage"):
         # "the server did not ask for a client certificate" is evidence too: show False.

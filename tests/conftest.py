@@ -79,5 +79,24 @@ def etcd_servers(etcd_pki, tmp_path_factory):
             realetcd.stop_etcd(etcd)
 
 
+@pytest.fixture(scope="session")
+def grpc_only_etcd(etcd_pki, tmp_path_factory):
+    """etcd 3.6 with its JSON gateway moved to --listen-client-http-urls: the TLS client port
+    then speaks gRPC only. One without client-cert auth, one trusting the cluster CA."""
+    binary = realetcd.lab_etcd_binary()
+    if binary is None:
+        pytest.skip("needs etcd >= 3.6 (set KUBEPROBE_TEST_ETCD36, or kubeprobe lab build): "
+                    "3.5.1 lacks --listen-client-http-urls")
+    workdir = tmp_path_factory.mktemp("etcd-grpc")
+    started = {}
+    try:
+        for mode in ("grpc_only_no_client_auth", "grpc_only_cluster_ca_trusted"):
+            started[mode] = realetcd.start_etcd(binary, mode, etcd_pki, workdir)
+        yield started
+    finally:
+        for etcd in started.values():
+            realetcd.stop_etcd(etcd)
+
+
 def endpoint(kind: str, port: int, host: str = "127.0.0.1") -> Endpoint:
     return Endpoint(kind, "selftest", host, port, "self-test")

@@ -8,7 +8,6 @@ import pytest
 
 from kubeprobe.catalog import load_attack, load_catalog
 from kubeprobe.outcome import Authority, Outcome, Verdict, judge
-from tests import realetcd
 from tests.conftest import LocalCredentials, endpoint
 
 CATALOG = load_catalog()
@@ -101,21 +100,35 @@ def test_silent_port_is_inconclusive_not_blocked(make_ctx):
                  CATALOG.get("ETCD-01").blocked_by, observation, {}).verdict is Verdict.ERROR
 
 
-def test_grpc_only_port_without_client_auth_is_succeeded(etcd_pki, tmp_path, make_ctx):
-    """etcd 3.6 with its JSON gateway moved to --listen-client-http-urls: the TLS port then
-    speaks gRPC only. A TLS 1.2 handshake that completes without a client certificate is the
-    proof that client-cert auth is off."""
-    binary = realetcd.lab_etcd_binary()
-    if binary is None:
-        pytest.skip("needs the lab's etcd 3.6 (kubeprobe lab build): 3.5.1 lacks the flag")
-    etcd = realetcd.start_etcd(binary, "grpc_only_no_client_auth", etcd_pki, tmp_path)
-    try:
-        observation = load_attack("etcd_client_without_cert").run(
-            make_ctx(), endpoint("etcd_client", etcd.client_port))
-    finally:
-        realetcd.stop_etcd(etcd)
-    assert observation.outcome is Outcome.SUCCEEDED, observation
-    assert "without a client certificate" in observation.summary
+GRPC_ONLY = {
+    ("ETCD-01", "grpc_only_no_client_auth"): (Outcome.SUCCEEDED, None),
+    ("ETCD-04", "grpc_only_no_client_auth"): (Outcome.SUCCEEDED, None),
+    ("ETCD-01", "grpc_only_cluster_ca_trusted"): (Outcome.BLOCKED, Authority.TLS_CLIENT_CERT_ALERT),
+    ("ETCD-02", "grpc_only_cluster_ca_trusted"): (Outcome.BLOCKED, Authority.TLS_CLIENT_CERT_ALERT),
+    ("ETCD-04", "grpc_only_cluster_ca_trusted"): (Outcome.SUCCEEDED, None),
+}
+
+
+@pytest.mark.parametrize(("control_id", "mode"), sorted(GRPC_ONLY))
+def test_grpc_only_port_is_judged_in_grpc(control_id, mode, grpc_only_etcd, make_ctx,
+                                          etcd_pki):
+    """The JSON range gets no HTTP answer on a gRPC-only port; the same range asked as a gRPC
+    call (HTTP/2, ALPN h2) returns the keys: a FAIL with the keys as proof, never an ERROR."""
+    control, observation, ctx = run_control(control_id, grpc_only_etcd[mode], make_ctx,
+                                            etcd_pki)
+    outcome, authority = GRPC_ONLY[(control_id, mode)]
+    assert (observation.outcome, observation.authority) == (outcome, authority), \
+        (observation, ctx.exchanges)
+    if outcome is Outcome.SUCCEEDED:
+        assert "gRPC Range over HTTP/2" in observation.summary
+        assert "/registry/secrets/default/db-password" in observation.evidence["keys_sample"]
+        assert observation.evidence["etcd_header"]["cluster_id"] > 0
+        assert [e["request"]["grpc"] for e in ctx.exchanges] == [False, True]
+        verdict = judge(control.expectation("default"), control.blocked_by, observation,
+                        control.weaker).verdict
+        assert verdict is Verdict.FAIL
+    if (control_id, mode) == ("ETCD-04", "grpc_only_cluster_ca_trusted"):
+        assert "accepted ours" in observation.summary
 
 
 class SeparateSignerCredentials(LocalCredentials):

@@ -95,6 +95,22 @@ def test_peer_closing_mid_handshake_is_no_refusal(make_ctx, reset):
     assert ctx.exchanges[0]["response"]["error"] == ("reset" if reset else "eof")
 
 
+def test_tls13_close_without_alert_is_repeated_and_never_blocked(certs, make_ctx):
+    """A TLS 1.3 server that asked for a certificate and then reset without any alert: the
+    lost-alert race, or a server closing for another reason. Repeated once, then judged on
+    what the wire said: no alert, no refusal."""
+    context = tlsservers.server_context(certs, require_client_cert=False,
+                                        request_client_cert=True, tls13_only=True)
+    ctx = make_ctx(control_id="ETCD-01")
+    with tlsservers.serve(context, reset_after_handshake=True) as server:
+        observation = load_attack("etcd_client_without_cert").run(
+            ctx, endpoint("etcd_client", server.port))
+    responses = [e["response"] for e in ctx.exchanges if e["response"]["tls_handshake"]]
+    assert len(responses) >= 2 and all(r["tls_cert_requested"] for r in responses)
+    assert any("repeated once" in note for note in ctx.notes)
+    assert observation.outcome is I, observation
+
+
 def test_kubelet_foreign_cert_refused_by_tls13_only_server(certs, make_ctx):
     ctx = make_ctx(control_id="KUBELET-06")
     with tlsservers.serve_configuration(certs, "mtls_tls13_only") as server:

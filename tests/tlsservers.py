@@ -71,7 +71,8 @@ class RunningServer:
     tls: bool
 
 
-def server_context(certs: Pki, *, require_client_cert: bool, tls13_only: bool = False,
+def server_context(certs: Pki, *, require_client_cert: bool, request_client_cert: bool = False,
+                   tls13_only: bool = False,
                    ciphers: str | None = None, sni_name: str | None = None,
                    sni_alert: int = ssl.ALERT_DESCRIPTION_HANDSHAKE_FAILURE) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -81,8 +82,9 @@ def server_context(certs: Pki, *, require_client_cert: bool, tls13_only: bool = 
     if ciphers:
         context.maximum_version = ssl.TLSVersion.TLSv1_2  # 1.3 suites are not set_ciphers'
         context.set_ciphers(ciphers)
-    if require_client_cert:
-        context.verify_mode = ssl.CERT_REQUIRED
+    if require_client_cert or request_client_cert:
+        # CERT_OPTIONAL asks for a certificate (CertificateRequest) and goes on without one.
+        context.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
         context.load_verify_locations(certs.path("ca.crt"))
     if sni_name:
         def check_name(_sock, name, _context):
@@ -114,16 +116,24 @@ def _read_request(conn: socket.socket) -> tuple[str, str]:
 
 
 @contextmanager
-def serve(context: ssl.SSLContext | None, respond: Responder = answer_ok
-          ) -> Iterator[RunningServer]:
+def serve(context: ssl.SSLContext | None, respond: Responder = answer_ok,
+          reset_after_handshake: bool = False) -> Iterator[RunningServer]:
     """One threaded server on 127.0.0.1: TLS with `context` (handshake in the connection's own
-    thread), plain HTTP without. Failed handshakes are the point, so they are not errors."""
+    thread), plain HTTP without. Failed handshakes are the point, so they are not errors.
+    `reset_after_handshake`: close with an RST and no alert once the handshake is done, as a
+    refusal whose alert lost the race against the close looks from the client."""
+    import struct
+
     class Handler(socketserver.BaseRequestHandler):
         def handle(self) -> None:
             conn = self.request
             try:
                 if context is not None:
                     conn = context.wrap_socket(conn, server_side=True)
+                if reset_after_handshake:
+                    self.request.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                            struct.pack("ii", 1, 0))
+                    return
                 method, path = _read_request(conn)
                 if not method:
                     return
