@@ -1,6 +1,7 @@
 // kubeprobe-agent: the pod-side twin of kubeprobe/net.py's RunnerTransport.
 //
 //	kubeprobe-agent probe   read ONE Probe JSON line on stdin, print ONE Exchange JSON
+//	                        (HTTP/1.1, or one unary gRPC call over HTTP/2 when "grpc" is set)
 //	kubeprobe-agent sleep   block until SIGTERM (the pod's main process)
 //
 // Keys and tokens travel on stdin, never argv, so they stay out of pods/exec audit events.
@@ -9,13 +10,17 @@ package main
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"crypto/tls"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -45,6 +50,7 @@ type probe struct {
 	BodyB64        *string           `json:"body_b64"`
 	ConnectTimeout float64           `json:"connect_timeout"`
 	ReadTimeout    float64           `json:"read_timeout"`
+	GRPC           bool              `json:"grpc"`
 }
 
 type exchange struct {
@@ -58,22 +64,38 @@ type exchange struct {
 	TLSHandshake      bool              `json:"tls_handshake"`
 	TLSAlert          *string           `json:"tls_alert"`
 	TLSVersion        *string           `json:"tls_version"`
+	TLSCertRequested  *bool             `json:"tls_cert_requested"`
+	TLSALPN           *string           `json:"tls_alpn"`
 	ServerCertSubject *string           `json:"server_cert_subject"`
 	ServerCertIssuer  *string           `json:"server_cert_issuer"`
 	HTTPStatus        *int              `json:"http_status"`
 	HTTPReason        *string           `json:"http_reason"`
 	HTTPHeaders       map[string]string `json:"http_headers"`
 	Body              *string           `json:"body"`
+	BodyTruncated     bool              `json:"body_truncated"`
 	BytesReceived     int               `json:"bytes_received"`
 }
 
 // Go's alert texts (crypto/tls alert.go) -> RFC 8446 names, as net.py maps OpenSSL's.
 var alerts = map[string]string{
-	"bad certificate": "bad_certificate", "unknown certificate authority": "unknown_ca",
-	"certificate required": "certificate_required", "handshake failure": "handshake_failure",
-	"access denied": "access_denied", "unsupported certificate": "certificate_unknown",
-	"certificate expired": "certificate_expired", "protocol version not supported": "protocol_version",
-	"internal error": "internal_error", "error decrypting message": "decrypt_error",
+	"close notify": "close_notify", "unexpected message": "unexpected_message",
+	"bad record MAC": "bad_record_mac", "decryption failed": "decryption_failed",
+	"record overflow": "record_overflow", "decompression failure": "decompression_failure",
+	"handshake failure": "handshake_failure", "bad certificate": "bad_certificate",
+	"unsupported certificate": "unsupported_certificate", "revoked certificate": "certificate_revoked",
+	"expired certificate": "certificate_expired", "unknown certificate": "certificate_unknown",
+	"illegal parameter": "illegal_parameter", "unknown certificate authority": "unknown_ca",
+	"access denied": "access_denied", "error decoding message": "decode_error",
+	"error decrypting message": "decrypt_error", "export restriction": "export_restriction",
+	"protocol version not supported": "protocol_version", "insufficient security level": "insufficient_security",
+	"internal error": "internal_error", "inappropriate fallback": "inappropriate_fallback",
+	"user canceled": "user_canceled", "no renegotiation": "no_renegotiation",
+	"missing extension": "missing_extension", "unsupported extension": "unsupported_extension",
+	"certificate unobtainable": "certificate_unobtainable", "unrecognized name": "unrecognized_name",
+	"bad certificate status response": "bad_certificate_status_response",
+	"bad certificate hash value":      "bad_certificate_hash_value", "unknown PSK identity": "unknown_psk_identity",
+	"certificate required": "certificate_required", "no application protocol": "no_application_protocol",
+	"encrypted client hello required": "ech_required",
 }
 
 func str(s string) *string { return &s }
@@ -155,19 +177,37 @@ func run(p probe, vantage string) exchange {
 		if p.MaxTLSVersion == "1.3" {
 			cfg.MaxVersion = tls.VersionTLS13
 		}
+		if net.ParseIP(p.Host) == nil {
+			cfg.ServerName = p.Host // SNI for DNS names, as net.py sends it
+		}
+		if p.GRPC {
+			cfg.NextProtos = []string{"h2"}
+		}
+		present := &tls.Certificate{} // an empty Certificate message when we hold none
 		if p.ClientCert != nil {
 			pair, err := tls.X509KeyPair([]byte(p.ClientCert.CertPEM), []byte(p.ClientCert.KeyPEM))
 			if err != nil {
 				fmt.Fprintln(os.Stderr, "bad client certificate:", err)
 				os.Exit(2)
 			}
-			// Always present it: Go otherwise sends none when the server's list of acceptable
-			// CAs does not name the issuer, turning a foreign-CA probe into a no-cert probe.
-			cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-				return &pair, nil
-			}
+			present = &pair
 		}
-		t := tls.Client(raw, cfg)
+		// Go calls this only when the server's CertificateRequest arrives: that is the
+		// record of it. Always present our certificate: Go otherwise sends none when the
+		// server's list of acceptable CAs does not name the issuer, turning a foreign-CA
+		// probe into a no-cert probe.
+		requested := false
+		e.TLSCertRequested = &requested
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			requested = true
+			return present, nil
+		}
+		var under net.Conn = raw
+		deferred := &deferredWriteConn{Conn: raw}
+		if p.GRPC {
+			under = deferred // HTTP/2 writes several times: a refusal must not hide as EPIPE
+		}
+		t := tls.Client(under, cfg)
 		if err := t.Handshake(); err != nil {
 			classifyIO(&e, err)
 			if e.Error != nil && *e.Error == "reset" && strings.Contains(err.Error(), "tls") {
@@ -178,11 +218,18 @@ func run(p probe, vantage string) exchange {
 		e.TLSHandshake = true
 		state := t.ConnectionState()
 		e.TLSVersion = str(tlsVersion(state.Version))
+		if state.NegotiatedProtocol != "" {
+			e.TLSALPN = str(state.NegotiatedProtocol)
+		}
 		if len(state.PeerCertificates) > 0 {
 			e.ServerCertSubject = str(state.PeerCertificates[0].Subject.String())
 			e.ServerCertIssuer = str(state.PeerCertificates[0].Issuer.String())
 		}
 		conn = t
+		if p.GRPC && p.Method != nil {
+			grpcCall(t, p, &e, deferred)
+			return e
+		}
 	}
 	if p.Method == nil {
 		return e
@@ -199,43 +246,140 @@ func run(p probe, vantage string) exchange {
 	if p.BodyB64 != nil {
 		req += "Content-Type: application/json\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n"
 	}
-	if _, err := conn.Write(append([]byte(req+"\r\n"), body...)); err != nil {
-		classifyIO(&e, err)
-		return e
-	}
-	readResponse(conn, &e)
+	// A failed write is not the end: the server may already have refused us and closed (TLS
+	// 1.3 sends the alert right after the handshake), and what it said can still be read.
+	_, sendErr := conn.Write(append([]byte(req+"\r\n"), body...))
+	readResponse(conn, &e, sendErr)
 	return e
 }
 
-// readResponse reads until close, the declared Content-Length, or the deadline: some servers
-// (etcd's peer port) keep the connection open after answering.
-func readResponse(conn net.Conn, e *exchange) {
+// grpcCall makes one unary gRPC call over HTTP/2 on the handshaken connection, as net.py's
+// _grpc_call: the body is the request message; the exchange's body is the base64 of the first
+// response message; headers beyond the status are not recorded.
+func grpcCall(conn *tls.Conn, p probe, e *exchange, deferred *deferredWriteConn) {
+	var message []byte
+	if p.BodyB64 != nil {
+		message, _ = base64.StdEncoding.DecodeString(*p.BodyB64)
+	}
+	framed := make([]byte, 5+len(message))
+	binary.BigEndian.PutUint32(framed[1:5], uint32(len(message)))
+	copy(framed[5:], message)
+	dialed := false
+	transport := &http.Transport{ForceAttemptHTTP2: true,
+		DialTLSContext: func(context.Context, string, string) (net.Conn, error) {
+			if dialed {
+				return nil, errors.New("one connection per probe")
+			}
+			dialed = true
+			return conn, nil
+		}}
+	defer transport.CloseIdleConnections()
+	host := p.Host
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	req, err := http.NewRequest("POST", fmt.Sprintf("https://%s:%d%s", host, p.Port, p.Path), bytes.NewReader(framed))
+	if err != nil {
+		e.fail("protocol", err)
+		return
+	}
+	req.Header.Set("Content-Type", "application/grpc")
+	req.Header.Set("TE", "trailers")
+	req.Header.Set("User-Agent", "kubeprobe")
+	resp, err := transport.RoundTrip(req)
+	if err != nil {
+		classifyIO(e, err)
+		switch {
+		case e.TLSAlert != nil:
+		case deferred.writeErr != nil:
+			classifyIO(e, deferred.writeErr) // nothing said before the close: the failed write
+		case strings.Contains(err.Error(), "http2:"):
+			e.Error = str("protocol")
+		}
+		return
+	}
+	defer resp.Body.Close()
+	code := resp.StatusCode
+	e.HTTPStatus, e.HTTPReason = &code, str(http.StatusText(code))
+	data, readErr := io.ReadAll(io.LimitReader(resp.Body, bodyLimit+6))
+	e.BytesReceived = len(data)
+	truncated := readErr != nil || len(data) > bodyLimit+5
+	if len(data) >= 5 {
+		length := int(binary.BigEndian.Uint32(data[1:5]))
+		first := data[5:min(5+length, len(data))]
+		truncated = truncated || length > len(first) || len(first) > bodyLimit
+		if len(first) > bodyLimit {
+			first = first[:bodyLimit]
+		}
+		e.Body = str(base64.StdEncoding.EncodeToString(first))
+	}
+	e.BodyTruncated = truncated
+}
+
+// deferredWriteConn keeps a failed write from the TLS and HTTP/2 layers, as net.py does for
+// its one sendall: they go on to read what the server said before it closed (TLS 1.3 sends
+// its refusal of our certificate right after the handshake); the failure is reported only
+// when nothing could be read.
+type deferredWriteConn struct {
+	net.Conn
+	writeErr error
+}
+
+func (c *deferredWriteConn) Write(b []byte) (int, error) {
+	if c.writeErr != nil {
+		return len(b), nil
+	}
+	n, err := c.Conn.Write(b)
+	var netErr net.Error
+	if err != nil && !(errors.As(err, &netErr) && netErr.Timeout()) {
+		c.writeErr = err
+		return len(b), nil
+	}
+	return n, err
+}
+
+// readResponse reads until close, the declared Content-Length, the read cap or the deadline:
+// some servers (etcd's peer port) keep the connection open after answering. Part of an answer
+// followed by a reset or the deadline is still parsed (its body marked truncated).
+func readResponse(conn net.Conn, e *exchange, sendErr error) {
 	var data []byte
+	var readErr error
+	endedCleanly := false
 	buf := make([]byte, 65536)
 	for len(data) < bodyLimit+16*1024 {
 		n, err := conn.Read(buf)
 		data = append(data, buf[:n]...)
 		if head, rest, ok := strings.Cut(string(data), "\r\n\r\n"); ok {
 			if cl := contentLength(head); cl >= 0 && len(rest) >= cl {
+				endedCleanly = true
 				break
 			}
 		}
 		if err != nil {
-			if len(data) == 0 || !errors.Is(err, io.EOF) {
-				if len(data) == 0 && errors.Is(err, io.EOF) {
-					e.Error, e.ErrorDetail = str("eof"), str("peer closed the connection without a byte")
-					return
-				}
-				if len(data) == 0 {
-					classifyIO(e, err)
-					return
-				}
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				endedCleanly = true
+			} else {
+				readErr = err
 			}
 			break
 		}
 	}
+	if len(data) == 0 {
+		switch {
+		case readErr != nil:
+			classifyIO(e, readErr)
+			if e.TLSAlert == nil && sendErr != nil {
+				classifyIO(e, sendErr)
+			}
+		case sendErr != nil:
+			classifyIO(e, sendErr)
+		default:
+			e.Error, e.ErrorDetail = str("eof"), str("peer closed the connection without a byte")
+		}
+		return
+	}
 	e.BytesReceived = len(data)
-	parseHTTP(data, e)
+	parseHTTP(data, e, endedCleanly)
 }
 
 func contentLength(head string) int {
@@ -250,7 +394,8 @@ func contentLength(head string) int {
 	return -1
 }
 
-func parseHTTP(data []byte, e *exchange) {
+// parseHTTP: endedCleanly means the read stopped at Content-Length or the peer's close.
+func parseHTTP(data []byte, e *exchange, endedCleanly bool) {
 	head, body, ok := strings.Cut(string(data), "\r\n\r\n")
 	lines := strings.Split(head, "\r\n")
 	parts := strings.SplitN(lines[0], " ", 3)
@@ -272,27 +417,40 @@ func parseHTTP(data []byte, e *exchange) {
 		name, value, _ := strings.Cut(line, ":")
 		e.HTTPHeaders[strings.ToLower(strings.TrimSpace(name))] = strings.TrimSpace(value)
 	}
-	if strings.EqualFold(e.HTTPHeaders["transfer-encoding"], "chunked") {
-		body = dechunk(body)
+	complete := endedCleanly
+	if cl := contentLength(head); cl >= 0 {
+		complete = len(body) >= cl
 	}
+	if strings.EqualFold(e.HTTPHeaders["transfer-encoding"], "chunked") {
+		body, complete = dechunk(body)
+	}
+	e.BodyTruncated = len(body) > bodyLimit || !complete
 	if len(body) > bodyLimit {
 		body = body[:bodyLimit]
 	}
 	e.Body = str(strings.ToValidUTF8(body, "\uFFFD"))
 }
 
-func dechunk(data string) string {
+// dechunk returns the chunked body and whether its last (zero-size) chunk arrived.
+func dechunk(data string) (string, bool) {
 	var out strings.Builder
 	for data != "" {
 		sizeLine, rest, _ := strings.Cut(data, "\r\n")
 		size, err := strconv.ParseInt(strings.Split(sizeLine, ";")[0], 16, 64)
-		if err != nil || size == 0 || int(size) > len(rest) {
+		if err != nil {
+			break
+		}
+		if size == 0 {
+			return out.String(), true
+		}
+		if int(size) > len(rest) {
+			out.WriteString(rest)
 			break
 		}
 		out.WriteString(rest[:size])
 		data = rest[min(int(size)+2, len(rest)):]
 	}
-	return out.String()
+	return out.String(), false
 }
 
 // readSecretAfter is a long-running process that reads a mounted secret well after it

@@ -13,7 +13,7 @@ INCONCLUSIVE: a refusal by a front end that is not the API server (named as such
            401/403 that is not a Kubernetes Status.
 """
 from kubeprobe.authn import speaks_for_apiserver, status_message, unreached_own_endpoint
-from kubeprobe.classify import UNPROVEN_ERRORS, http_auth_refusal, refusal, unexpected
+from kubeprobe.classify import UNPROVEN_ERRORS, http_auth_refusal, list_answer, refusal, unexpected
 from kubeprobe.outcome import Observation, Outcome
 
 TARGETS = "apiserver_network"
@@ -27,12 +27,10 @@ def run(ctx, target, resource="pods"):
                                       path=path))
     if exchange.error in UNPROVEN_ERRORS:
         return unreached_own_endpoint(ctx, target, refusal(exchange, what))
-    body = exchange.json_body()
-    if exchange.http_status == 200 and body is not None and isinstance(body.get("items"), list):
-        names = [f"{(i.get('metadata') or {}).get('namespace')}/"
-                 f"{(i.get('metadata') or {}).get('name')}" for i in body["items"]]
-        return Observation.succeeded(f"{what}: HTTP 200, {len(names)} {resource} listed",
-                                     names_sample=names[:10], nonce=ctx.nonce)
+    listed = list_answer(exchange, what, resource)
+    if listed:
+        listed.evidence["nonce"] = ctx.nonce
+        return listed
     blocked = refusal(exchange, what) or http_auth_refusal(exchange, what, anonymous=True)
     if blocked is None:
         return unexpected(exchange, what)

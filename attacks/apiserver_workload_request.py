@@ -16,7 +16,7 @@ pods that get a ServiceAccount token mounted (the identity this attack uses).
 """
 from kubeprobe import inventory
 from kubeprobe.authn import status_message, unreached_own_endpoint, whoami
-from kubeprobe.classify import UNPROVEN_ERRORS, refusal, unexpected
+from kubeprobe.classify import UNPROVEN_ERRORS, list_answer, refusal, unexpected
 from kubeprobe.outcome import Authority, Observation
 
 TARGETS = "apiserver_network"
@@ -61,10 +61,11 @@ def run(ctx, target, path="/api/v1/secrets", node=None):
             *inventory.collect(ctx.kube))
         return observation
     if exchange.http_status == 200:
-        body = exchange.json_body() or {}
-        names = [f"{(i.get('metadata') or {}).get('namespace')}/"
-                 f"{(i.get('metadata') or {}).get('name')}" for i in body.get("items", [])]
-        return Observation.succeeded(f"{what}: HTTP 200 for {identity.username}, "
-                                     f"{len(names)} items", names_sample=names[:10],
-                                     identity=identity.detail)
+        # A 200 is the attack getting through, whatever the body (a list, a single object,
+        # the kubelet's answer through nodes/proxy): a list's item names are the proof.
+        observation = list_answer(exchange, what, "items") or Observation.succeeded(
+            f"{what}: HTTP 200 ({len(exchange.body or '')} characters"
+            f"{', truncated' if exchange.body_truncated else ''})")
+        observation.evidence["identity"] = identity.detail
+        return observation
     return unexpected(exchange, what)

@@ -1,7 +1,8 @@
 """Read /registry keys from etcd with a client certificate from a CA the cluster never saw.
 
 SUCCEEDED: etcd answered: it does not verify client certificates against its own CA.
-BLOCKED:   TLS client-certificate alert (bad_certificate / unknown_ca), or nothing listens.
+BLOCKED:   TLS client-certificate alert (bad_certificate / unknown_ca) after the server's
+           CertificateRequest. A refused connection is INCONCLUSIVE (kubeprobe.refusals).
 """
 from kubeprobe.classify import etcd_range_attack
 

@@ -2,7 +2,8 @@
 
 SUCCEEDED: etcd answered the v3 range request (TLS without client-cert auth, or plain HTTP):
            the key names are the proof.
-BLOCKED:   the TLS handshake was refused with a client-certificate alert, or nothing listens.
+BLOCKED:   a client-certificate alert after the server's CertificateRequest. A refused
+           connection is INCONCLUSIVE (kubeprobe.refusals).
 """
 from kubeprobe.classify import etcd_range_attack
 

@@ -1,8 +1,10 @@
 """Join the etcd peer port (2380) without a peer certificate and list the members.
 
 SUCCEEDED: the peer port answered GET /members: any host can talk raft to this member.
-BLOCKED:   TLS client-certificate alert, or nothing listens.
+BLOCKED:   TLS client-certificate alert after the server's CertificateRequest. A refused
+           connection is INCONCLUSIVE (kubeprobe.refusals).
 """
+from kubeprobe import refusals
 from kubeprobe.classify import not_tls, refusal, unexpected
 from kubeprobe.outcome import Observation
 
@@ -11,8 +13,12 @@ WHAT = "etcd peer /members without a peer certificate"
 
 
 def run(ctx, target):
-    exchange = ctx.exchange(ctx.probe(target.host, target.port, tls=True, method="GET",
-                                      path="/members"))
+    probe = ctx.probe(target.host, target.port, tls=True, method="GET", path="/members")
+    exchange, refused = refusals.refused_twice(
+        ctx, probe, ctx.exchange(probe), WHAT, "etcd",
+        refusals.etcd_up(ctx.kube, target.name, target.host))
+    if refused:
+        return refused
     if not_tls(exchange):
         ctx.note("the peer port did not complete a TLS handshake; retried in plain HTTP")
         exchange = ctx.exchange(ctx.probe(target.host, target.port, tls=False, method="GET",

@@ -6,8 +6,9 @@ BLOCKED:   HTTP 403 from Webhook authorization, and the kubelet's refusal names 
            the caller's identity is known, so the 403 is the authorizer's answer about it.
 HTTP 401 means the kubelet does not accept tokens (webhook authentication off): authorization
 was never exercised, so the result is INCONCLUSIVE, not a pass. So is a 403 that does not
-name the caller.
+name the caller, and a refused connection (kubeprobe.refusals).
 """
+from kubeprobe import refusals
 from kubeprobe.classify import http_auth_refusal, kubelet_answer, refusal, unexpected
 from kubeprobe.outcome import Observation, Outcome
 
@@ -17,9 +18,13 @@ WHAT = "GET /pods on the kubelet with a ServiceAccount token without node rights
 
 def run(ctx, target):
     token = ctx.credentials.service_account_token(ctx)
-    exchange = ctx.exchange(ctx.probe(target.host, target.port, tls=True, method="GET",
-                                      path="/pods",
-                                      headers={"Authorization": f"Bearer {token}"}))
+    probe = ctx.probe(target.host, target.port, tls=True, method="GET", path="/pods",
+                      headers={"Authorization": f"Bearer {token}"})
+    exchange, refused = refusals.refused_twice(ctx, probe, ctx.exchange(probe), WHAT,
+                                               "the kubelet",
+                                               refusals.kubelet_up(ctx.kube, target.name))
+    if refused:
+        return refused
     if exchange.http_status == 401:
         return Observation.inconclusive(
             f"{WHAT}: HTTP 401: the kubelet did not authenticate the token (webhook "

@@ -12,6 +12,7 @@ and uses only the context: `ctx.exchange(probe)` to touch the network (recorded 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import secrets
@@ -20,7 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 from kubeprobe.errors import one_line
-from kubeprobe.net import ClientCert, Exchange, Probe, Transport
+from kubeprobe.net import (ClientCert, Exchange, Probe, Transport, tls13_alert_may_be_lost,
+                           tls13_needed)
 
 log = logging.getLogger("kubeprobe")
 
@@ -34,6 +36,8 @@ class Credentials(Protocol):
 
     def foreign_ca_client_cert(self) -> ClientCert: ...
     def cluster_ca_client_cert(self, ctx: "AttackContext") -> ClientCert: ...
+    # The cluster's own CA certificates (PEM) and where they were read from.
+    def cluster_trust_bundle(self, ctx: "AttackContext") -> tuple[bytes, str]: ...
     def service_account_token(self, ctx: "AttackContext") -> str: ...
 
 
@@ -57,11 +61,18 @@ def redact(value: Any) -> Any:
 
 
 def evidence_of(exchange: Exchange) -> dict:
-    """The exchange as evidence: JSON bodies redacted, every body cut to a readable size."""
+    """The exchange as evidence: JSON bodies redacted (a truncated one too: its whole members
+    are kept, redacted, the rest dropped), every body cut to a readable size."""
     record = exchange.to_json()
-    body = exchange.json_body()
+    body = exchange.json_prefix()
     if body is not None:
         record["body"] = json.dumps(redact(body))
+        if exchange.body_truncated:
+            record["body"] += " (truncated body: only the members that arrived whole)"
+    elif exchange.body_truncated and "json" in exchange.http_headers.get("content-type", ""):
+        # Unparsable and cut: it could hold secret values that redaction cannot find.
+        record["body"] = (f"<{len(exchange.body or '')} characters of a truncated JSON body, "
+                          "not recorded>")
     if record["body"] and len(record["body"]) > EVIDENCE_BODY_LIMIT:
         record["body"] = record["body"][:EVIDENCE_BODY_LIMIT] + f"... ({len(record['body'])} chars)"
     return record
@@ -124,6 +135,22 @@ class AttackContext:
         return Probe(host=host, port=port, **kwargs)
 
     def exchange(self, probe: Probe) -> Exchange:
+        result = self._recorded_exchange(probe)
+        if tls13_needed(probe, result):
+            # Probes cap at TLS 1.2 (a refused client certificate then fails inside the
+            # handshake); a TLS-1.3-only server must still get a verdict.
+            self.note(f"{probe.url()} refused TLS 1.2 ({result.summary()}): repeated with "
+                      "TLS 1.3")
+            probe = dataclasses.replace(probe, max_tls_version="1.3")
+            result = self._recorded_exchange(probe)
+        if tls13_alert_may_be_lost(probe, result):
+            self.note(f"{probe.url()}: closed without a readable alert right after a TLS 1.3 "
+                      "handshake that asked for a client certificate (the close can overtake "
+                      "the alert): repeated once")
+            result = self._recorded_exchange(probe)
+        return result
+
+    def _recorded_exchange(self, probe: Probe) -> Exchange:
         result = self.transport.exchange(probe)
         self.exchanges.append({"request": probe.describe(), "response": evidence_of(result)})
         log.debug("%s %s -> %s", self.control_id, probe.url(), result.summary())

@@ -14,6 +14,8 @@ from kubeprobe.waiting import wait_for
 from kubeprobe.net import ClientCert
 
 KUBE_APISERVER_CLIENT_SIGNER = "kubernetes.io/kube-apiserver-client"
+# Published by kube-controller-manager in every namespace: the cluster's root CA bundle.
+ROOT_CA_CONFIGMAP = "kube-root-ca.crt"
 
 
 class ClusterCredentials:
@@ -73,6 +75,29 @@ class ClusterCredentials:
                  f"issuer {info['issuer']}")
         return ClientCert(cert_pem, pki.key_pem(key),
                           f"client certificate signed by the cluster signer ({info['issuer']})")
+
+    def cluster_trust_bundle(self, ctx: AttackContext) -> tuple[bytes, str]:
+        """The cluster's CA certificates: ConfigMap kube-root-ca.crt (kube-system) and the
+        kubeconfig's certificate-authority, whichever can be read."""
+        if self.kube is None:
+            raise Unavailable("no Kubernetes API to read the cluster's trust bundle from")
+        parts, sources, failures = [], [], []
+        try:
+            config_map = self.kube.core.read_namespaced_config_map(
+                ROOT_CA_CONFIGMAP, "kube-system", _request_timeout=self.kube.timeout)
+            if (config_map.data or {}).get("ca.crt"):
+                parts.append(config_map.data["ca.crt"].encode())
+                sources.append(f"ConfigMap kube-system/{ROOT_CA_CONFIGMAP}")
+        except ApiException as exc:
+            failures.append(f"ConfigMap kube-system/{ROOT_CA_CONFIGMAP}: HTTP {exc.status}")
+        kubeconfig_ca = self.kube.cluster_ca_pem
+        if kubeconfig_ca:
+            parts.append(kubeconfig_ca)
+            sources.append("the kubeconfig's certificate-authority")
+        if not parts:
+            raise Unavailable("cannot read the cluster's trust bundle ("
+                              f"{'; '.join(failures) or 'no ConfigMap, no kubeconfig CA'})")
+        return b"\n".join(parts), " and ".join(sources)
 
     def service_account_token(self, ctx: AttackContext) -> str:
         """A short-lived token of a fresh ServiceAccount that has no RBAC bindings at all."""

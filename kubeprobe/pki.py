@@ -11,6 +11,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -118,6 +119,19 @@ def describe(pem: bytes) -> dict[str, str]:
     cert = x509.load_pem_x509_certificate(pem)
     return {"subject": cert.subject.rfc4514_string(), "issuer": cert.issuer.rfc4514_string(),
             "not_after": cert.not_valid_after_utc.isoformat()}
+
+
+def issuing_ca(cert_pem: bytes, bundle_pem: bytes) -> x509.Certificate | None:
+    """The CA certificate of `bundle_pem` whose key signed `cert_pem` (name match AND a
+    verified signature: a CA that only shares the name does not count), or None."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    for ca in x509.load_pem_x509_certificates(bundle_pem):
+        try:
+            cert.verify_directly_issued_by(ca)
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+        return ca
+    return None
 
 
 def b64_pem(pem: bytes) -> str:

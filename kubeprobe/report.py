@@ -48,9 +48,13 @@ def _exchange_html(exchange: dict) -> str:
     req, res = exchange["request"], exchange["response"]
     wire = []
     for key in ("error", "error_detail", "tls_handshake", "tls_alert", "tls_version",
-                "server_cert_subject", "server_cert_issuer", "http_status", "http_reason",
-                "elapsed_ms", "started_at", "vantage"):
-        if res.get(key) not in (None, False, ""):
+                "tls_cert_requested", "tls_alpn", "server_cert_subject", "server_cert_issuer",
+                "http_status", "http_reason", "body_truncated", "elapsed_ms", "started_at",
+                "vantage"):
+        # "the server did not ask for a client certificate" is evidence too: show False.
+        shown = res.get(key) is not None if key == "tls_cert_requested" else \
+            res.get(key) not in (None, False, "")
+        if shown:
             wire.append(f"<b>{_e(key)}</b>: {_e(res[key])}")
     body = f"<pre>{_e(res['body'])}</pre>" if res.get("body") else ""
     return (f"<li><code>{_e(req.get('method') or 'CONNECT')} {_e(req['url'])}</code> "

@@ -28,6 +28,11 @@ class LocalCredentials:
             raise Unavailable("no cluster CA in this self-test")
         return self.certs.cluster_ca_client()
 
+    def cluster_trust_bundle(self, ctx):
+        if self.certs is None:
+            raise Unavailable("no cluster CA in this self-test")
+        return self.certs.cluster_ca.cert_pem, "the self-test PKI's cluster CA"
+
     def service_account_token(self, ctx):
         if self.token is None:
             raise Unavailable("no token in this self-test")
@@ -70,6 +75,25 @@ def etcd_servers(etcd_pki, tmp_path_factory):
     started = {}
     try:
         for mode in realetcd.MODES:
+            started[mode] = realetcd.start_etcd(binary, mode, etcd_pki, workdir)
+        yield started
+    finally:
+        for etcd in started.values():
+            realetcd.stop_etcd(etcd)
+
+
+@pytest.fixture(scope="session")
+def grpc_only_etcd(etcd_pki, tmp_path_factory):
+    """etcd 3.6 with its JSON gateway moved to --listen-client-http-urls: the TLS client port
+    then speaks gRPC only. One without client-cert auth, one trusting the cluster CA."""
+    binary = realetcd.lab_etcd_binary()
+    if binary is None:
+        pytest.skip("needs etcd >= 3.6 (set KUBEPROBE_TEST_ETCD36, or kubeprobe lab build): "
+                    "3.5.1 lacks --listen-client-http-urls")
+    workdir = tmp_path_factory.mktemp("etcd-grpc")
+    started = {}
+    try:
+        for mode in ("grpc_only_no_client_auth", "grpc_only_cluster_ca_trusted"):
             started[mode] = realetcd.start_etcd(binary, mode, etcd_pki, workdir)
         yield started
     finally:

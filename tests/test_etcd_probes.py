@@ -8,7 +8,6 @@ import pytest
 
 from kubeprobe.catalog import load_attack, load_catalog
 from kubeprobe.outcome import Authority, Outcome, Verdict, judge
-from tests import realetcd
 from tests.conftest import LocalCredentials, endpoint
 
 CATALOG = load_catalog()
@@ -73,14 +72,20 @@ def test_tls_without_client_auth_is_proven_by_registry_keys(etcd_servers, make_c
     assert "/registry/secrets/default/db-password" in observation.evidence["keys_sample"]
 
 
-def test_closed_port_is_blocked_by_refusal(make_ctx):
+def test_refused_port_is_no_pass_without_the_api(make_ctx):
+    """A refusal never exercised authentication: repeated once, then the component would be
+    checked through the API. Self-tests have none: INCONCLUSIVE, cannot corroborate."""
     with socket.socket() as sock:  # bind, never listen: connect gets RST
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
         attack = load_attack("etcd_client_without_cert")
-        observation = attack.run(make_ctx(), endpoint("etcd_client", port))
-    assert observation.outcome is Outcome.BLOCKED
-    assert observation.authority is Authority.CONNECTION_REFUSED
+        ctx = make_ctx()
+        observation = attack.run(ctx, endpoint("etcd_client", port))
+    assert observation.outcome is Outcome.INCONCLUSIVE
+    assert "cannot corroborate: no API" in observation.summary
+    assert [e["response"]["error"] for e in ctx.exchanges] == ["refused", "refused"]
+    assert judge(CATALOG.get("ETCD-01").expectation("default"),
+                 CATALOG.get("ETCD-01").blocked_by, observation, {}).verdict is Verdict.ERROR
 
 
 def test_silent_port_is_inconclusive_not_blocked(make_ctx):
@@ -95,18 +100,71 @@ def test_silent_port_is_inconclusive_not_blocked(make_ctx):
                  CATALOG.get("ETCD-01").blocked_by, observation, {}).verdict is Verdict.ERROR
 
 
-def test_grpc_only_port_without_client_auth_is_succeeded(etcd_pki, tmp_path, make_ctx):
-    """etcd 3.6 with its JSON gateway moved to --listen-client-http-urls: the TLS port then
-    speaks gRPC only. A TLS 1.2 handshake that completes without a client certificate is the
-    proof that client-cert auth is off."""
-    binary = realetcd.lab_etcd_binary()
-    if binary is None:
-        pytest.skip("needs the lab's etcd 3.6 (kubeprobe lab build): 3.5.1 lacks the flag")
-    etcd = realetcd.start_etcd(binary, "grpc_only_no_client_auth", etcd_pki, tmp_path)
-    try:
-        observation = load_attack("etcd_client_without_cert").run(
-            make_ctx(), endpoint("etcd_client", etcd.client_port))
-    finally:
-        realetcd.stop_etcd(etcd)
-    assert observation.outcome is Outcome.SUCCEEDED, observation
-    assert "without a client certificate" in observation.summary
+GRPC_ONLY = {
+    ("ETCD-01", "grpc_only_no_client_auth"): (Outcome.SUCCEEDED, None),
+    ("ETCD-04", "grpc_only_no_client_auth"): (Outcome.SUCCEEDED, None),
+    ("ETCD-01", "grpc_only_cluster_ca_trusted"): (Outcome.BLOCKED, Authority.TLS_CLIENT_CERT_ALERT),
+    ("ETCD-02", "grpc_only_cluster_ca_trusted"): (Outcome.BLOCKED, Authority.TLS_CLIENT_CERT_ALERT),
+    ("ETCD-04", "grpc_only_cluster_ca_trusted"): (Outcome.SUCCEEDED, None),
+}
+
+
+@pytest.mark.parametrize(("control_id", "mode"), sorted(GRPC_ONLY))
+def test_grpc_only_port_is_judged_in_grpc(control_id, mode, grpc_only_etcd, make_ctx,
+                                          etcd_pki):
+    """The JSON range gets no HTTP answer on a gRPC-only port; the same range asked as a gRPC
+    call (HTTP/2, ALPN h2) returns the keys: a FAIL with the keys as proof, never an ERROR."""
+    control, observation, ctx = run_control(control_id, grpc_only_etcd[mode], make_ctx,
+                                            etcd_pki)
+    outcome, authority = GRPC_ONLY[(control_id, mode)]
+    assert (observation.outcome, observation.authority) == (outcome, authority), \
+        (observation, ctx.exchanges)
+    if outcome is Outcome.SUCCEEDED:
+        assert "gRPC Range over HTTP/2" in observation.summary
+        assert "/registry/secrets/default/db-password" in observation.evidence["keys_sample"]
+        assert observation.evidence["etcd_header"]["cluster_id"] > 0
+        assert [e["request"]["grpc"] for e in ctx.exchanges] == [False, True]
+        verdict = judge(control.expectation("default"), control.blocked_by, observation,
+                        control.weaker).verdict
+        assert verdict is Verdict.FAIL
+    if (control_id, mode) == ("ETCD-04", "grpc_only_cluster_ca_trusted"):
+        assert "accepted ours" in observation.summary
+
+
+class SeparateSignerCredentials(LocalCredentials):
+    """A cluster whose kube-apiserver-client signer is a CA of its own: same name as the
+    cluster CA ("kubernetes"), different key."""
+
+    def __init__(self, certs):
+        super().__init__(certs)
+        from kubeprobe import pki
+        self.signer = pki.CertificateAuthority.create("kubernetes")
+
+    def cluster_ca_client_cert(self, ctx):
+        return self.signer.issue("kubeprobe-csr-user").client_cert("from a separate signer")
+
+
+def test_etcd04_certificate_is_verified_against_the_trust_bundle(etcd_servers, make_ctx,
+                                                                  etcd_pki):
+    _, observation, ctx = run_control("ETCD-04", etcd_servers["cluster_ca_trusted"], make_ctx,
+                                      etcd_pki)
+    assert observation.outcome is Outcome.SUCCEEDED
+    assert any("signature verified" in note for note in ctx.notes)
+
+
+def test_etcd04_separate_signer_is_skipped_not_judged(etcd_servers, make_ctx, etcd_pki):
+    from kubeprobe.context import Unavailable
+    ctx = make_ctx(credentials=SeparateSignerCredentials(etcd_pki), control_id="ETCD-04")
+    with pytest.raises(Unavailable, match="not signed by any CA in the cluster's trust bundle"):
+        load_attack("etcd_client_cluster_ca_cert").run(
+            ctx, endpoint("etcd_client", etcd_servers["cluster_ca_trusted"].client_port))
+    assert ctx.exchanges == [], "nothing may be sent with a certificate that proves nothing"
+
+
+def test_issuing_ca_checks_the_signature_not_the_name(etcd_pki):
+    from kubeprobe import pki
+    namesake = pki.CertificateAuthority.create("kubernetes")
+    cert = etcd_pki.cluster_ca_client().cert_pem
+    bundle = namesake.cert_pem + etcd_pki.etcd_ca.cert_pem + etcd_pki.cluster_ca.cert_pem
+    assert pki.issuing_ca(cert, bundle).public_key() == etcd_pki.cluster_ca.cert.public_key()
+    assert pki.issuing_ca(cert, namesake.cert_pem + etcd_pki.etcd_ca.cert_pem) is None

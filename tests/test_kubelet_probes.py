@@ -81,7 +81,7 @@ def test_read_only_port_open_fails(mode, make_ctx):
                  control.weaker).verdict is Verdict.FAIL
 
 
-def test_healthz_reachable_fails_and_closed_passes(make_ctx):
+def test_healthz_reachable_fails_and_closed_is_not_passed_without_config(make_ctx):
     control = CATALOG.get("KUBELET-05")
     attack = load_attack(control.attack)
     with fakekubelet.serve("hardened") as kubelet:
@@ -90,6 +90,9 @@ def test_healthz_reachable_fails_and_closed_passes(make_ctx):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         closed = attack.run(make_ctx(), endpoint("node", 0), port=sock.getsockname()[1])
-    assert (closed.outcome, closed.authority) == (B, Authority.CONNECTION_REFUSED)
+    # The refusal is the proof only with the kubelet's configuration behind it (read through
+    # the API server; tests/test_refusals.py drives that with a stub): none in a self-test.
+    assert (closed.outcome, closed.authority) == (I, None)
+    assert "cannot corroborate: no API" in closed.summary
     assert judge(control.expectation("default"), control.blocked_by, closed,
-                 control.weaker).verdict is Verdict.PASS
+                 control.weaker).verdict is Verdict.ERROR
