@@ -14,7 +14,11 @@ One YAML file (`kubeprobe/catalog.yaml` unless `--catalog` names another). Each 
   blocked_by   authorities that count as the control holding (see outcome.Authority)
   weaker       {authority: why a refusal by it is still a FAIL} (optional)
   alert        alert matcher for ALERTED controls (optional, used by the alert sources)
-  intrusive    true if the attack changes the cluster beyond throwaway objects
+  intrusive    true if the attack creates privileged or host-access workloads, Nodes or CSRs,
+               writes to kube-system, or drops files into containers: SKIPPED on an existing
+               cluster without --intrusive
+  long_running true if the attack waits long by design (an ageing process): it is started
+               first and reported last, so its wait overlaps every other control
   mappings     {cis: benchmark id(s), [] where the benchmark has none; mitre: technique id(s)}
   remediation  what to change when the control fails
 
@@ -43,7 +47,7 @@ _MITRE = re.compile(r"^T\d{4}(\.\d{3})?$")
 VANTAGES = ("runner", "pod")
 _REQUIRED = ("id", "title", "component", "guidance", "attack", "identity", "vantage",
              "expected", "mappings", "remediation")
-_OPTIONAL = ("params", "blocked_by", "weaker", "alert", "intrusive")
+_OPTIONAL = ("params", "blocked_by", "weaker", "alert", "intrusive", "long_running")
 
 
 class CatalogError(Exception):
@@ -67,6 +71,7 @@ class Control:
     weaker: dict[Authority, str] = field(default_factory=dict)
     alert: dict[str, Any] | None = None
     intrusive: bool = False
+    long_running: bool = False
 
     def expectation(self, profile: str) -> Expectation:
         return self.expected.get(profile, self.expected["default"])
@@ -182,13 +187,16 @@ def _parse_control(raw: Any, path: Path, index: int, profiles: dict[str, str],
     params = raw.get("params") or {}
     if not isinstance(params, dict):
         raise _fail(path, where, "field params must be a mapping")
+    for flag in ("intrusive", "long_running"):
+        if not isinstance(raw.get(flag, False), bool):
+            raise _fail(path, where, f"field {flag} must be true or false")
     return Control(
         id=raw["id"], title=raw["title"].strip(), component=raw["component"],
         guidance=" ".join(raw["guidance"].split()), attack=raw["attack"],
         identity=raw["identity"], vantage=raw["vantage"], expected=expected,
         mappings=mappings, remediation=" ".join(raw["remediation"].split()), params=params,
         blocked_by=blocked_by, weaker=weaker, alert=raw.get("alert"),
-        intrusive=bool(raw.get("intrusive", False)))
+        intrusive=raw.get("intrusive", False), long_running=raw.get("long_running", False))
 
 
 def load_catalog(path: Path | str = DEFAULT_CATALOG, attacks_dir: Path | None = None) -> Catalog:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -196,11 +197,16 @@ class RunNamespace:
     defer: Callable[..., None]
     name: str = field(init=False)
     _created: bool = field(default=False, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def __post_init__(self) -> None:
         self.name = f"kubeprobe-{self.run_id}"
 
     def ensure(self) -> str:
+        with self._lock:  # controls run concurrently: one creation, whoever asks first
+            return self._ensure()
+
+    def _ensure(self) -> str:
         if not self._created:
             self.defer(f"delete namespace {self.name}", self.delete)
             # No Pod Security labels of our own: the cluster's defaults are what is tested.

@@ -82,6 +82,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="do not install Falco on the hardened kind cluster")
     group.addoption("--alert-timeout", default=15.0,
                     help="seconds to wait for an expected alert (default 15)")
+    group.addoption("--parallelism", default=8,
+                    help="controls (and each control's endpoints) attacked at once (default 8; "
+                         "1: one after another)")
+    group.addoption("--deadline", default=1800.0,
+                    help="seconds the whole run may take once the target answers (default "
+                         "1800); a control still running then is an ERROR")
     group.addoption("--namespaces", default="*",
                     help="workload namespaces (comma-separated globs) where admission attacks "
                          "also send their dry-run pair; 'none' for the run's own only "
@@ -178,8 +184,11 @@ def _validate_options(config: pytest.Config) -> None:
     if opt.cluster_profile not in KIND_CONFIGS:
         _cannot_run(f"--cluster-profile {opt.cluster_profile!r}: must be one of "
                     f"{', '.join(sorted(KIND_CONFIGS))}")
-    for name in ("connect_timeout", "read_timeout", "alert_timeout"):
+    for name in ("connect_timeout", "read_timeout", "alert_timeout", "deadline"):
         _seconds(config, name)
+    if not str(opt.parallelism).isdigit() or not 1 <= int(opt.parallelism) <= 64:
+        _cannot_run(f"--parallelism {opt.parallelism!r}: must be a whole number from 1 to 64")
+    opt.parallelism = int(opt.parallelism)
     if opt.falco_receiver is not None:
         _falco_receiver(opt.falco_receiver)
     if not DNS_LABEL.match(opt.falco_namespace or ""):
@@ -229,6 +238,24 @@ def _load_controls(config: pytest.Config) -> None:
             _cannot_run(f"malformed catalog {catalog.path}: control {control.id}: attack "
                         f"module {control.attack} does not load: {one_line(exc)}")
     config.stash[SUITE_KEY] = {"catalog": catalog, "controls": controls}
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
+                                   items: list[pytest.Item]) -> None:
+    """Long-running controls (an ageing process) are judged last: they start first."""
+    items.sort(key=lambda item: bool(getattr(_control_of(item), "long_running", False)))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The controls pytest will really run (after -k and --controls), for the scheduler."""
+    state = session.config.stash.get(SUITE_KEY, None)
+    if state is not None:
+        state["scheduled"] = [c for c in map(_control_of, session.items) if c is not None]
+
+
+def _control_of(item: pytest.Item):
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("kubeprobe_control") if callspec else None
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -281,7 +308,9 @@ def kubeprobe_suite(request: pytest.FixtureRequest, kubeprobe_target):
                   probe_image=_probe_image(config, kubeprobe_target),
                   falco_namespace=config.getoption("falco_namespace"),
                   namespace_patterns=_namespace_patterns(config.getoption("namespaces")),
-                  trusted_image=config.getoption("trusted_image"))
+                  trusted_image=config.getoption("trusted_image"),
+                  parallelism=config.getoption("parallelism"),
+                  run_deadline_s=config.getoption("deadline"))
     config.stash[SUITE_KEY]["suite"] = suite
     try:
         sources, failed = detectors.start_sources(
@@ -303,7 +332,9 @@ def kubeprobe_suite(request: pytest.FixtureRequest, kubeprobe_target):
         _cannot_run(f"API server {kube.server_url} stopped answering mid-run (during setup: "
                     f"starting the alert sources)" + (f"; cleanup failed: {'; '.join(errors)}"
                                                       if errors else ""))
+    suite.start(config.stash[SUITE_KEY].get("scheduled", []))
     yield suite
+    suite.stop()
     errors = suite.close()
     if errors:
         _exit_2_at_the_end(config, "cleanup failed, objects may be left in the cluster: "
@@ -345,8 +376,9 @@ def _pod_transport_factory():
 def enforce(suite: Suite, control, item: pytest.Item) -> None:
     """Run the control and turn its verdict into the test's outcome."""
     try:
-        result = suite.run_control(control)
+        result = suite.result_of(control)
     except SuiteAbort as exc:
+        suite.stop()
         item.config.stash[ABORTED_KEY] = True  # its line names what cleanup left behind
         _cannot_run(str(exc))
     item.stash[RESULT_KEY] = result

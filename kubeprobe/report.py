@@ -142,22 +142,22 @@ def _environment(suite) -> dict[str, str]:
 
 
 def results_document(suite, exitstatus: int) -> dict[str, Any]:
-    counts = Counter(r.verdict.value for r in suite.results)
+    counts = Counter(r.verdict.value for r in suite.ordered_results)
     return {"tool": "kubeprobe", "schema": 1,
             "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "environment": _environment(suite),
             "exit_status": int(exitstatus),
             "summary": dict(sorted(counts.items())),
-            "controls": [r.to_json() for r in suite.results]}
+            "controls": [r.to_json() for r in suite.ordered_results]}
 
 
 def terminal_summary(terminalreporter, suite, results_path: Path | None) -> None:
     tr = terminalreporter
     tr.section("kubeprobe verdicts")
-    for result in suite.results:
+    for result in suite.ordered_results:
         tr.write_line(f"{result.verdict.value:13} {result.control.id:14} {result.observed:40} "
                       f"{result.control.title}")
-    counts = Counter(r.verdict.value for r in suite.results)
+    counts = Counter(r.verdict.value for r in suite.ordered_results)
     tr.write_line(", ".join(f"{n} {v}" for v, n in sorted(counts.items())) or "no controls ran")
     if results_path is not None:
         tr.write_line(f"results: {results_path}  report: {results_path.parent / 'report.html'}")

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import fnmatch
 import secrets
+import threading
 import time
 import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
@@ -137,10 +140,20 @@ class Suite:
     # Workload namespaces admission attacks also try (globs; empty: only the run's own).
     namespace_patterns: tuple[str, ...] = ("*",)
     trusted_image: str | None = None
+    # Controls, and each control's endpoints, attacked at once (1: one after another).
+    parallelism: int = 8
+    # Seconds the whole run may take once started; a control still running then is an ERROR.
+    run_deadline_s: float = 1800.0
     results: list[ControlResult] = field(default_factory=list)
     # (control id, step, error) for every per-control cleanup that failed: exit 2 at the end
     failed_cleanups: list[tuple[str, str, str]] = field(default_factory=list)
     _cleanups: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
+    _scheduled: dict[str, Future] = field(default_factory=dict)
+    _pool: ThreadPoolExecutor | None = None
+    _deadline: float | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _pod_lock: threading.Lock = field(default_factory=threading.Lock)
+    _pod_transport_error: Unavailable | None = None
 
     def defer(self, description: str, func: Callable[..., None], *args: Any) -> None:
         self._cleanups.append((description, lambda: func(*args)))
@@ -214,11 +227,71 @@ class Suite:
     def runner_transport(self) -> Transport:
         return RunnerTransport()
 
-    @cached_property
+    @property
     def pod_transport(self) -> Transport:
-        if self.pod_transport_factory is None:
-            raise Unavailable("the pod vantage is not available in this build")
-        return self.pod_transport_factory(self)
+        """The agent pod, started once for every pod-vantage control (concurrent callers
+        wait for the first); a failure to start it is remembered, not retried per control."""
+        with self._pod_lock:
+            if self._pod_transport_error is not None:
+                raise self._pod_transport_error
+            if "_pod_transport" not in self.__dict__:
+                if self.pod_transport_factory is None:
+                    self._pod_transport_error = Unavailable(
+                        "the pod vantage is not available in this build")
+                    raise self._pod_transport_error
+                try:
+                    self.__dict__["_pod_transport"] = self.pod_transport_factory(self)
+                except Unavailable as exc:
+                    self._pod_transport_error = exc
+                    raise
+            return self.__dict__["_pod_transport"]
+
+    # -- scheduling: controls run concurrently, reported in catalog order ------------------
+    def start(self, controls: list[Control]) -> None:
+        """Submit every control to a bounded pool: long-running ones (an ageing process)
+        first, so their wait overlaps everything else. Shared lookups are made once before,
+        so no two controls race to make them."""
+        self._deadline = time.monotonic() + self.run_deadline_s
+        for warm in (lambda: self.endpoints, lambda: self.environment,
+                     lambda: self.workload_namespaces if self.namespace_patterns else None):
+            try:
+                warm()
+            except Exception:  # noqa: BLE001 - the control that needs it meets it and says so
+                pass
+        self._pool = ThreadPoolExecutor(max_workers=max(1, self.parallelism),
+                                        thread_name_prefix="kubeprobe-control")
+        for control in sorted(controls, key=lambda c: not c.long_running):
+            self._scheduled[control.id] = self._pool.submit(self.run_control, control)
+
+    def result_of(self, control: Control) -> ControlResult:
+        """The control's result: from the pool when scheduled (waiting at most until the
+        run's deadline), else run here and now."""
+        future = self._scheduled.get(control.id)
+        if future is None:
+            return self.run_control(control)
+        remaining = max(0.0, self._deadline - time.monotonic())
+        try:
+            return future.result(timeout=remaining)
+        except FutureTimeout:
+            result = ControlResult(control, self.profile, control.expectation(self.profile),
+                                   Verdict.ERROR, f"the run's deadline ({self.run_deadline_s:.0f}"
+                                   " s) passed before this control finished",
+                                   datetime.now(timezone.utc).isoformat(timespec="seconds"), 0.0)
+            with self._lock:
+                self.results.append(result)
+            return result
+
+    def stop(self) -> None:
+        """No new control starts; those still running finish on their own deadlines."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def ordered_results(self) -> list[ControlResult]:
+        """Results in catalog order, whatever order the controls finished in."""
+        order = {c.id: i for i, c in enumerate(self.catalog.controls)}
+        with self._lock:
+            return sorted(self.results, key=lambda r: order.get(r.control.id, len(order)))
 
     @cached_property
     def environment(self) -> dict[str, str]:
@@ -246,7 +319,8 @@ class Suite:
             result = ControlResult(control, self.profile, expected, verdict, reason, started,
                                    time.monotonic() - clock, list(endpoints),
                                    configuration or {})
-            self.results.append(result)
+            with self._lock:
+                self.results.append(result)
             return result
 
         if control.intrusive and not self.intrusive and self.target.kind == "existing":
@@ -269,9 +343,8 @@ class Suite:
                              else self.runner_transport)
             except Unavailable as exc:
                 return finish(Verdict.SKIP, f"vantage {control.vantage}: {exc}")
-            for endpoint in endpoints:
-                done.append(self._attack_endpoint(control, attack, endpoint, transport,
-                                                  expected))
+            done.extend(self._attack_endpoints(control, attack, endpoints, transport,
+                                               expected))
             step = "reading the configuration evidence"
             configuration = self._configuration(control, endpoints)
             if "unavailable" in str(configuration) and not self.kube.alive():
@@ -301,6 +374,19 @@ class Suite:
         reasons += [f"{d.endpoint.name} ({d.endpoint.host}): {d.cleanup_note}"
                     for d in done if d.verdict is not verdict and d.cleanup_note]
         return finish(verdict, "; ".join(reasons), done, configuration)
+
+    def _attack_endpoints(self, control: Control, attack, endpoints: list[Endpoint],
+                          transport: Transport, expected: Expectation) -> list[EndpointResult]:
+        """Every endpoint at once (bounded): a hundred filtered nodes cost one connect
+        timeout, not a hundred. Results keep the endpoints' order."""
+        if len(endpoints) == 1 or self.parallelism <= 1:
+            return [self._attack_endpoint(control, attack, e, transport, expected)
+                    for e in endpoints]
+        with ThreadPoolExecutor(max_workers=min(self.parallelism, len(endpoints)),
+                                thread_name_prefix=f"kubeprobe-{control.id}") as pool:
+            futures = [pool.submit(self._attack_endpoint, control, attack, e, transport,
+                                   expected) for e in endpoints]
+            return [f.result() for f in futures]
 
     def _attack_endpoint(self, control: Control, attack, endpoint: Endpoint,
                          transport: Transport, expected: Expectation) -> EndpointResult:

@@ -185,6 +185,10 @@ def _lab(opts: TargetOptions) -> Target:
             raise TargetError(f"a lab with profile {state.profile} is running; "
                               f"`kubeprobe lab down` first or pass --cluster-profile "
                               f"{state.profile}")
+        elif opts.extra_images:
+            # A lab brought up by `kubeprobe lab up` lacks the agent image: bring it in, so a
+            # running lab is as full a target as one the suite starts itself.
+            state.images = lab.cluster.ensure_images(list(opts.extra_images))
     except lab.LabError as exc:
         raise TargetError(str(exc)) from None
     target = Target("lab", state.kubeconfig, None,

@@ -29,7 +29,21 @@ def lab_etcd_binary() -> str | None:
         return os.environ["KUBEPROBE_TEST_ETCD36"]
     cache = os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache"))
     found = sorted(glob.glob(f"{cache}/kubeprobe/etcd-v3.6.*/bin/etcd"))
-    return found[-1] if found else None
+    if not found:
+        return None
+    # A copy, not the lab's own file: the lab's teardown test counts every process running a
+    # lab binary as a leftover, and the self-tests' etcd servers are not the lab's.
+    source = Path(found[-1])
+    copies = Path(cache) / "kubeprobe" / "selftest-etcd" / source.parent.parent.name
+    for name in ("etcd", "etcdctl"):
+        original, copy = source.parent / name, copies / name
+        if original.is_file() and (not copy.is_file()
+                                   or copy.stat().st_size != original.stat().st_size):
+            copies.mkdir(parents=True, exist_ok=True)
+            partial = copy.with_suffix(f".{os.getpid()}")
+            shutil.copy2(original, partial)
+            os.replace(partial, copy)
+    return str(copies / "etcd")
 
 
 def etcd_binary() -> str | None:

@@ -151,3 +151,57 @@ def test_alert_path_of_each_expectation_profile_can_pass(expectation_profile):
     alerted = [c for c, row in rows.items() if row["verdict"] == "PASS"
                and row["observed"] == "SUCCEEDED" and row["reason"].startswith("alerted")]
     assert alerted, {c: (r["verdict"], r["reason"][:120]) for c, r in rows.items()}
+
+
+INTRUSIVE = sorted(c.id for c in CATALOG.controls if c.intrusive)
+SYSTEM_USERS = ("system:node:", "system:serviceaccount:", "system:kube-", "system:apiserver",
+                "system:anonymous")
+
+
+def _intrusive_writes(events: list[dict]) -> list[str]:
+    """What an existing-cluster run without --intrusive must never do, from the audit log."""
+    found = []
+    for event in events:
+        ref = event.get("objectRef") or {}
+        verb, resource = event.get("verb"), ref.get("resource")
+        dry_run = "dryRun=" in event.get("requestURI", "")
+        what = f"{verb} {resource}/{ref.get('subresource') or ''} {ref.get('namespace')}/" \
+               f"{ref.get('name')} ({event.get('requestURI')})"
+        if verb == "create" and resource in ("nodes", "certificatesigningrequests"):
+            found.append(what)
+        elif (ref.get("namespace") == "kube-system" and not dry_run
+              and verb in ("create", "update", "patch", "delete")):
+            found.append(what)
+        elif ref.get("namespace") == "kube-system" and ref.get("subresource") in ("exec",
+                                                                                "attach"):
+            found.append(what)
+        elif ((event.get("impersonatedUser") or {}).get("username", "")
+              .startswith("system:node:")):
+            found.append(f"impersonating a node: {what}")
+    return found
+
+
+def test_intrusive_controls_never_touch_an_existing_cluster_without_intrusive():
+    """The hardened lab attacked as an existing cluster (its kubeconfig), without
+    --intrusive: every intrusive control SKIPs saying why, and the lab's audit log shows no
+    Node or CSR created, no write to kube-system, no exec into it, no node impersonation by
+    the runner during that run."""
+    from datetime import datetime, timedelta
+    root = Path(ROOT) / "hardened-existing"
+    document = json.loads((root / "results.json").read_text())
+    rows = {c["id"]: c for c in document["controls"]}
+    for control_id in INTRUSIVE:
+        assert rows[control_id]["verdict"] == "SKIP", rows[control_id]
+        assert "--intrusive" in rows[control_id]["reason"], rows[control_id]
+    started = min(datetime.fromisoformat(c["started_at"]) for c in rows.values())
+    ended = datetime.fromisoformat(document["generated_at"])
+    window = (started - timedelta(seconds=1), ended + timedelta(seconds=1))
+    events = []
+    for line in (root / "audit.log").read_text().splitlines():
+        event = json.loads(line)
+        user = (event.get("user") or {}).get("username", "")
+        stamp = datetime.fromisoformat(event["requestReceivedTimestamp"].replace("Z", "+00:00"))
+        if window[0] <= stamp <= window[1] and not user.startswith(SYSTEM_USERS):
+            events.append(event)
+    assert events, "no audit event of the runner in the run's window: the check saw nothing"
+    assert _intrusive_writes(events) == []

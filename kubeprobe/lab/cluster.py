@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -310,6 +311,34 @@ class _Up:
         host.wait_for(self.control_plane_visible, 60, "the control plane's mirror pods")
         self.say(f"node {self.node_name} ({self.node_ip}) Ready; kubeconfig {self.kubeconfig}")
         return status()
+
+
+def ensure_images(extra_images: Sequence[Path]) -> list[str]:
+    """Import image tars the running lab does not hold yet (e.g. the agent image, when the lab
+    was brought up by `kubeprobe lab up` rather than by the suite); returns every extra ref
+    the lab now answers to, as recorded in its state."""
+    raw = _read_raw_state()
+    if raw is None:
+        raise LabError("no lab state: is a lab running?")
+    held = set(raw.get("images", []))
+    for tar in extra_images:
+        with tarfile.open(tar) as archive:
+            tags = [images.normalize_ref(t) for entry in json.load(
+                archive.extractfile("manifest.json")) for t in entry.get("RepoTags") or []]
+        if tags and all(t in held for t in tags):
+            continue
+        try:
+            refs = images.import_into_containerd(tar, str(containerd_socket()))
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            raise LabError(f"cannot import {tar} into the running lab: {exc}") from None
+        for ref in refs:
+            if ref not in held:
+                raw.setdefault("images", []).append(ref)
+                held.add(ref)
+    tmp = state_path().with_suffix(".tmp")
+    tmp.write_text(json.dumps(raw, indent=2) + "\n")
+    os.replace(tmp, state_path())
+    return list(raw.get("images", []))
 
 
 def _audit_log_path(profile: str) -> Path | None:
