@@ -415,17 +415,22 @@ def _dechunk(data: bytes) -> tuple[bytes, bool]:
     return bytes(out), False
 
 
+def _recv_before(sock: socket.socket, deadline: float) -> bytes:
+    """One recv that may wait only until `deadline` (b"" when the peer closed)."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise socket.timeout("read deadline")
+    sock.settimeout(remaining)
+    return sock.recv(65536)
+
+
 def _read_response(sock: socket.socket, deadline: float, data: bytearray) -> bool:
     """Append to `data` until the peer closes, the declared Content-Length arrives, the read
     cap or the deadline; True when the response ended (close or Content-Length). Reading by
     Content-Length matters: some servers (etcd's peer port) keep the connection open after
     answering. Errors propagate with `data` holding what arrived before them."""
     while len(data) < BODY_LIMIT + 16 * 1024:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise socket.timeout("read deadline")
-        sock.settimeout(remaining)
-        chunk = sock.recv(65536)
+        chunk = _recv_before(sock, deadline)
         if not chunk:
             return True
         data += chunk
@@ -545,11 +550,7 @@ def _next_frame(sock: socket.socket, buffer: bytearray,
                 del buffer[:9 + length]
                 return (header[3], header[4], int.from_bytes(header[5:9], "big") & 0x7FFFFFFF,
                         payload)
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise socket.timeout("read deadline")
-        sock.settimeout(remaining)
-        chunk = sock.recv(65536)
+        chunk = _recv_before(sock, deadline)
         if not chunk:
             return None
         buffer += chunk

@@ -8,7 +8,10 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import ipaddress
+import ssl
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -54,6 +57,18 @@ class Issued:
 
     def client_cert(self, label: str) -> ClientCert:
         return ClientCert(self.cert_pem, self.key_pem, label)
+
+    def server_context(self) -> ssl.SSLContext:
+        """A TLS server context presenting this certificate (`ssl` loads key material only
+        from files: they live in a private temporary directory for the call)."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        with tempfile.TemporaryDirectory() as tmp:
+            cert, key = Path(tmp, "c.pem"), Path(tmp, "k.pem")
+            cert.write_bytes(self.cert_pem)
+            key.write_bytes(self.key_pem)
+            key.chmod(0o600)
+            context.load_cert_chain(cert, key)
+        return context
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ ask for certificates at all; from the attacker's side the answer is the same (40
 from __future__ import annotations
 
 import json
-import ssl
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -84,22 +83,16 @@ def serve(mode_name: str):
     mode = MODES[mode_name]
     ca = pki.CertificateAuthority.create("kubelet-ca")
     server_cert = ca.issue("fake-kubelet", server=True, client=False, hosts=("127.0.0.1",))
-    import tempfile, os
-    with tempfile.TemporaryDirectory() as tmp:
-        cert, key = os.path.join(tmp, "c.pem"), os.path.join(tmp, "k.pem")
-        open(cert, "wb").write(server_cert.cert_pem)
-        open(key, "wb").write(server_cert.key_pem)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert, key)
-        secure = ThreadingHTTPServer(("127.0.0.1", 0), _handler(mode, True))
-        secure.socket = context.wrap_socket(secure.socket, server_side=True)
-        plain = ThreadingHTTPServer(("127.0.0.1", 0), _handler(mode, False))
-        threads = [threading.Thread(target=s.serve_forever, args=(0.05,), daemon=True) for s in (secure, plain)]
-        for t in threads:
-            t.start()
-        try:
-            yield FakeKubelet(secure.server_address[1], plain.server_address[1])
-        finally:
-            for s in (secure, plain):
-                s.shutdown()
-                s.server_close()
+    context = server_cert.server_context()
+    secure = ThreadingHTTPServer(("127.0.0.1", 0), _handler(mode, True))
+    secure.socket = context.wrap_socket(secure.socket, server_side=True)
+    plain = ThreadingHTTPServer(("127.0.0.1", 0), _handler(mode, False))
+    threads = [threading.Thread(target=s.serve_forever, args=(0.05,), daemon=True) for s in (secure, plain)]
+    for t in threads:
+        t.start()
+    try:
+        yield FakeKubelet(secure.server_address[1], plain.server_address[1])
+    finally:
+        for s in (secure, plain):
+            s.shutdown()
+            s.server_close()

@@ -8,9 +8,6 @@ that went away mid-run (the request is cut, every later connection is refused).
 from __future__ import annotations
 
 import json
-import os
-import ssl
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -63,12 +60,7 @@ class StandInApiServer:
     def __enter__(self) -> "StandInApiServer":
         ca = pki.CertificateAuthority.create("standin-apiserver-ca")
         issued = ca.issue("standin-apiserver", server=True, client=False, hosts=("127.0.0.1",))
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        with tempfile.TemporaryDirectory() as tmp:
-            cert, key = os.path.join(tmp, "c.pem"), os.path.join(tmp, "k.pem")
-            Path(cert).write_bytes(issued.cert_pem)
-            Path(key).write_bytes(issued.key_pem)
-            context.load_cert_chain(cert, key)
+        context = issued.server_context()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
         self._server.socket = context.wrap_socket(self._server.socket, server_side=True)

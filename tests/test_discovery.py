@@ -125,14 +125,7 @@ def test_kubeconfig_url_that_is_an_own_endpoint_is_attacked_once():
 
 @contextmanager
 def tls_server(issued):
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    import tempfile
-    from pathlib import Path
-    with tempfile.TemporaryDirectory() as tmp:
-        cert, key = Path(tmp, "c.pem"), Path(tmp, "k.pem")
-        cert.write_bytes(issued.cert_pem)
-        key.write_bytes(issued.key_pem)
-        context.load_cert_chain(cert, key)
+    context = issued.server_context()
     listener = socket.create_server(("127.0.0.1", 0))
     stop = threading.Event()
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import socket
 import ssl
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
@@ -60,13 +59,7 @@ def _listening(port: int) -> bool:
 def serve_tls(port: int) -> None:
     """Refuse every TLS handshake with handshake_failure, never asking for a certificate."""
     ca = pki.CertificateAuthority.create("kubeprobe decoy CA")
-    issued = ca.issue("decoy", client=False, server=True, hosts=("127.0.0.1",))
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    with tempfile.TemporaryDirectory() as tmp:
-        cert, key = Path(tmp, "c.pem"), Path(tmp, "k.pem")
-        cert.write_bytes(issued.cert_pem)
-        key.write_bytes(issued.key_pem)
-        context.load_cert_chain(cert, key)
+    context = ca.issue("decoy", client=False, server=True, hosts=("127.0.0.1",)).server_context()
     # Called for every ClientHello (server_name None without SNI): the handshake ends here.
     context.sni_callback = lambda sock, server_name, ctx: ssl.ALERT_DESCRIPTION_HANDSHAKE_FAILURE
     listener = socket.create_server(("127.0.0.1", port), reuse_port=False)
