@@ -6,6 +6,7 @@ matches processes by name.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import shlex
 import signal
@@ -193,10 +194,34 @@ def netns_names() -> set[str]:
         return set()
 
 
+NETNS_DIR = Path("/run/netns")
+
+
 def delete_netns(name: str) -> None:
-    path = Path("/run/netns") / name
+    path = NETNS_DIR / name
     unmount_all([path])
-    path.unlink(missing_ok=True)
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        if exc.errno != errno.EBUSY or not _unstack_netns_dir():
+            raise
+        unmount_all([path])
+        path.unlink(missing_ok=True)
+
+
+def _unstack_netns_dir() -> bool:
+    """`ip netns add` (by anything else on the host) bind-mounts /run/netns over itself: the
+    lab's netns mounts made before are then hidden below it and their files cannot be
+    removed. Lift that empty bind mount (nothing mounted on it) to reach them again."""
+    mounts = [line.split() for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    tops = [m for m in mounts if m[4] == str(NETNS_DIR)]
+    if not tops:
+        return False
+    top_id = tops[-1][0]
+    if any(m[1] == top_id for m in mounts):
+        return False  # someone's namespaces live on it: leave it alone
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.umount2(str(NETNS_DIR).encode(), MNT_DETACH) == 0
 
 
 def link_exists(name: str) -> bool:
