@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,9 +47,12 @@ def describe(label: str, run: dict) -> None:
     rows = run["rows"]
     total = sum(r["duration_s"] for r in rows)
     slowest = sorted(rows, key=lambda r: -r["duration_s"])[:3]
-    print(f"{label}: {len(rows)} controls, wall {run['wall']:.1f} s (pytest process, incl. "
-          f"start-up), sum of control times {total:.1f} s, speed-up {total / run['wall']:.1f}x,"
-          f" exit {run['exit']}")
+    starts = [datetime.fromisoformat(r["started_at"]).timestamp() for r in rows]
+    phase = max(s + r["duration_s"] for s, r in zip(starts, rows)) - min(starts)
+    print(f"{label}: {len(rows)} controls, attack phase {phase:.1f} s (first control started "
+          f"to last one judged), wall {run['wall']:.1f} s (pytest process, incl. start-up), "
+          f"sum of control times {total:.1f} s, speed-up {total / phase:.1f}x, exit "
+          f"{run['exit']}")
     print("  slowest: " + ", ".join(f"{r['id']} {r['duration_s']:.1f} s" for r in slowest))
 
 

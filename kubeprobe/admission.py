@@ -72,7 +72,8 @@ class Answer:
         if mechanism:
             return mechanism
         status = self.status or {}
-        return f"HTTP {status.get('code')} {status.get('reason')}: {str(status.get('message'))[:200]}"
+        return (f"HTTP {status.get('code')} {status.get('reason')}: "
+                f"{str(status.get('message'))[:200]}")
 
     def to_json(self) -> dict[str, Any]:
         answer = ("admitted" if self.admitted else f"refused by {self.who_refused}")

@@ -135,7 +135,8 @@ class PodTransport:
                 raise
 
     def exchange(self, probe: Probe) -> Exchange:
-        ws = stream(self.kube.core.connect_get_namespaced_pod_exec, self.name, self.namespace,
+        ws = stream(self.kube.exec_core().connect_get_namespaced_pod_exec, self.name,
+                    self.namespace,
                     container="agent",
                     # The nonce in argv lets a run-time detector's alert name this attack.
                     command=["/kubeprobe-agent", "probe", f"--kubeprobe-nonce={probe.nonce}"],

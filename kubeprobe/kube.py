@@ -70,6 +70,7 @@ class Kube:
     # Set once the API server stopped answering: every later call (the cleanups still
     # attempted) gets a short deadline, whatever deadline its caller captured.
     gone: bool = False
+    silence: str | None = None   # what the last unanswered /version said
 
     @classmethod
     def connect(cls, kubeconfig: Path | None, context: str | None,
@@ -153,6 +154,13 @@ class Kube:
     def core(self) -> client.CoreV1Api:
         return client.CoreV1Api(self.api_client)
 
+    def exec_core(self) -> client.CoreV1Api:
+        """A CoreV1Api on an ApiClient of its own, for `kubernetes.stream.stream` (exec):
+        stream() swaps the client's call_api for a websocket one while it runs, which on the
+        shared client would turn every concurrent control's request into a websocket
+        handshake."""
+        return client.CoreV1Api(client.ApiClient(self.api_client.configuration))
+
     @property
     def rbac(self) -> client.RbacAuthorizationV1Api:
         return client.RbacAuthorizationV1Api(self.api_client)
@@ -171,15 +179,22 @@ class Kube:
             _request_timeout=(self.timeout[0], 2 * self.timeout[0]))
         return {"gitVersion": info.git_version, "platform": info.platform}
 
-    def alive(self) -> bool:
-        """Does the API server still answer (any HTTP status counts as an answer)?"""
-        try:
-            self.server_version()
-        except ApiException as exc:
-            return bool(exc.status)
-        except Exception:  # noqa: BLE001 - no answer, whatever the transport said
-            return False
-        return True
+    def alive(self, attempts: int = 2) -> bool:
+        """Does the API server still answer (any HTTP status counts as an answer)? Asked up
+        to `attempts` times: one slow /version on a loaded host is not a server gone. Why it
+        did not answer is kept in `silence` for the line the run ends with."""
+        for _ in range(attempts):
+            try:
+                self.server_version()
+            except ApiException as exc:
+                if exc.status:
+                    return True
+                self.silence = f"ApiException: {str(exc)[:200]}"
+            except Exception as exc:  # noqa: BLE001 - no answer, whatever the transport said
+                self.silence = f"{type(exc).__name__}: {str(exc)[:200]}"
+            else:
+                return True
+        return False
 
     def kubelet_configz(self, node: str) -> dict:
         """The kubelet's live configuration through the API server's nodes/proxy."""

@@ -34,7 +34,8 @@ class ExecResult:
 
 def exec_in_pod(kube, namespace: str, pod: str, container: str, command: list[str],
                 timeout_s: float = 15.0) -> ExecResult:
-    ws = stream(kube.core.connect_get_namespaced_pod_exec, pod, namespace, container=container,
+    ws = stream(kube.exec_core().connect_get_namespaced_pod_exec, pod, namespace,
+                container=container,
                 command=command, stderr=True, stdin=False, stdout=True, tty=False,
                 _preload_content=False, _request_timeout=kube.timeout)
     try:

@@ -190,7 +190,8 @@ class Suite:
         left += [c.description for c in cleanups if c.error]
         left += [error.split(": ", 1)[0] for error in self.close()]
         message = (f"API server {self.kube.server_url} stopped answering mid-run "
-                   f"(during {control.id}) while {step}")
+                   f"(during {control.id}) while {step}"
+                   + (f" [{self.kube.silence}]" if self.kube.silence else ""))
         if left:
             shown = "; ".join(left[:4]) + (f"; and {len(left) - 4} more" if len(left) > 4
                                             else "")
@@ -312,7 +313,7 @@ class Suite:
     def run_control(self, control: Control) -> ControlResult:
         """Attack every endpoint of the control, judge, collect the evidence. SuiteAbort when
         the API server stops answering at any step (its row is recorded as ERROR first)."""
-        started, clock = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.monotonic()
+        started, clock = datetime.now(timezone.utc).isoformat(timespec="milliseconds"), time.monotonic()
         expected = control.expectation(self.profile)
 
         def finish(verdict: Verdict, reason: str, endpoints=(), configuration=None):
