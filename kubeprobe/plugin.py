@@ -125,7 +125,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.xmlpath = str(reports / "junit.xml")
     config.stash[RESULT_KEY] = reports / "results.json"
     _load_controls(config)
-    guard = InterruptGuard()
+    guard = InterruptGuard(say=lambda line: _say(config, line))
     if guard.install():
         config.stash[GUARD_KEY] = guard
 
@@ -147,7 +147,8 @@ def _exit_2_at_the_end(config: pytest.Config, message: str) -> None:
 
 
 def _say(config: pytest.Config, line: str) -> None:
-    """One line on the terminal now, even from inside a fixture (output capture suspended)."""
+    """One line on the terminal now, even from inside a fixture or a signal handler (output
+    capture suspended)."""
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     capture = config.pluginmanager.get_plugin("capturemanager")
     if reporter is None:
