@@ -232,8 +232,9 @@ def leftovers(kube: Any, reports_dir: Path, this_run: str, kubeconfig: Path | No
     by_run: dict[str, list[str]] = {}
     if kube is not None:
         found, _failed = list_labelled(kube, RUN_ID_LABEL)   # a kind we cannot list: skipped
-        for ref, run_id, _terminating in found:
-            if run_id and run_id != this_run:
+        for ref, run_id, terminating in found:
+            # Being deleted is not left behind (the previous run's namespace still emptying).
+            if run_id and run_id != this_run and not terminating:
                 by_run.setdefault(run_id, []).append(f"{ref.kind} {ref.where}")
     unfinished = {j.run_id: j for j in journals(reports_dir)
                   if j.run_id != this_run and j.unfinished}

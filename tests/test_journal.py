@@ -157,8 +157,9 @@ class FakeKubeObjects:
     listed the way kubeprobe.kube.Kube does it. The lab test does the same for real."""
     timeout = (1.0, 1.0)
 
-    def __init__(self, objects=(), cluster_journal=None):
+    def __init__(self, objects=(), cluster_journal=None, terminating=()):
         self.objects = {ref: run for ref, run in objects}
+        self.terminating = set(terminating)
         self.deleted = []
         data = {f"e{i:05d}": json.dumps({"control": "RUNTIME-07", "undo": u.to_json()})
                 for i, u in enumerate(cluster_journal or [], 1)}
@@ -180,7 +181,7 @@ class FakeKubeObjects:
 
     def list_labelled(self, kind, selector):
         key, _, value = selector.partition("=")
-        return [(ref, run, False) for ref, run in self.objects.items()
+        return [(ref, run, ref in self.terminating) for ref, run in self.objects.items()
                 if ref.kind == kind and (not value or run == value)]
 
 
@@ -281,9 +282,11 @@ def test_a_run_names_what_earlier_runs_left_with_the_sweep_command(tmp_path):
     finished.undone(finished.intend(ObjectRef("v1", "Node", None, "kp-n"), "X"))
     finished.end()
     Journal.start(tmp_path, "current01")
+    emptying = ObjectRef("v1", "Namespace", None, "kubeprobe-finished01")   # being deleted
     kube = FakeKubeObjects([(ObjectRef("v1", "Namespace", None, "kubeprobe-killed01"), "killed01"),
                             (ObjectRef("v1", "Node", None, "kp-node-x"), "labelled01"),
-                            (ObjectRef("v1", "Pod", "kubeprobe-current01", "kp-p"), "current01")])
+                            (ObjectRef("v1", "Pod", "kubeprobe-current01", "kp-p"), "current01"),
+                            (emptying, "finished01")], terminating=[emptying])
     lines = sweep.leftovers(kube, tmp_path, "current01", Path("/k/conf"), "ctx")
     assert lines == [
         "kubeprobe: run killed01 left something behind (or is still running): 1 object(s) in "
