@@ -443,7 +443,7 @@ def _end_problems(config: pytest.Config) -> list[str]:
                         + "; ".join(suite.cleanup_failures))
     problems += config.stash.get(END_KEY, [])
     journal = suite.journal if suite is not None else None
-    if journal is not None and journal.pending:
+    if journal is not None and journal.pending and not aborted:  # (the abort line says it)
         problems.append(f"{len(journal.pending)} journal record(s) not undone; remove what is "
                         "left with: " + sweep.sweep_command(suite.run_id,
                                                             config.getoption("reports_dir")))

@@ -196,6 +196,10 @@ class Suite:
             shown = "; ".join(left[:4]) + (f"; and {len(left) - 4} more" if len(left) > 4
                                             else "")
             message += f"; cleanup not done, objects may be left in the cluster: {shown}"
+        if self.journal is not None and self.journal.pending:
+            from kubeprobe.sweep import sweep_command
+            message += ("; once it answers again, remove what is left with: "
+                        + sweep_command(self.run_id, self.journal.path.parent.parent))
         return SuiteAbort(message)
 
     @cached_property

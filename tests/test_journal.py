@@ -314,7 +314,7 @@ from kubeprobe.waiting import wait_for
 TARGETS = "apiserver"
 
 
-def run(ctx, target, signal_in_cleanup=False):
+def run(ctx, target, signal_in_cleanup=False, busy=True):
     ctx.defer_undo(ObjectRef("v1", "ConfigMap", "default", "kp-standin"))
     ctx.kube.core.create_namespaced_config_map(
         "default", client.V1ConfigMap(metadata=client.V1ObjectMeta(name="kp-standin",
@@ -324,6 +324,8 @@ def run(ctx, target, signal_in_cleanup=False):
         marker = Path(os.environ["KUBEPROBE_TEST_MARKER"])
         ctx.defer("a cleanup that gets SIGTERM halfway", lambda: (
             os.kill(os.getpid(), signal.SIGTERM), marker.write_text("finished")))
+        return Observation.succeeded("created the ConfigMap")
+    if not busy:
         return Observation.succeeded("created the ConfigMap")
     wait_for(lambda: False, 60, "a signal")   # the attack is busy when the signal comes
     return Observation.succeeded("not reached")
@@ -384,3 +386,17 @@ def test_a_signal_during_a_cleanup_waits_for_the_cleanups(tmp_path):
                                         "done", "kubeprobe: interrupted by SIGTERM during "
                                         "STANDIN-01; the run's cleanups ran first; nothing is "
                                         "left"], output
+
+
+def test_api_server_gone_before_the_cleanup_names_the_sweep_command(tmp_path):
+    with StandInApiServer(stop_on=lambda method, path, _: method == "DELETE") as api:
+        run = _interruptible_run(tmp_path, api, extra="  params: {busy: false}\n")
+        output, _ = run.communicate(timeout=60)
+    assert run.returncode == 2, output
+    line, = _kubeprobe_lines(output.replace("! _pytest.outcomes.Exit: ", ""))
+    assert line.endswith(f"cleanup not done, objects may be left in the cluster: delete "
+                         f"ConfigMap default/kp-standin; once it answers again, remove what is "
+                         f"left with: kubeprobe sweep --run-id sigtest01 --reports-dir "
+                         f"{tmp_path / 'reports'} !"), line
+    journal = read_journal(journal_path(tmp_path / "reports", "sigtest01"))
+    assert [e.undo.name for e in journal.pending] == ["kp-standin"] and journal.unfinished
