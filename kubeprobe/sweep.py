@@ -310,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
             if cluster.kube is not None:
                 found, _ = list_labelled(cluster.kube, RUN_ID_LABEL)
                 for _ref, run_id, _terminating in found:
-                    runs.setdefault(run_id, None)
+                    if run_id:
+                        runs.setdefault(run_id, None)
     left, removed = [], 0
     for run_id, journal in sorted(runs.items()):
         outcome = sweep_run(run_id, cluster_for(journal), journal)

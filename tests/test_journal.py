@@ -182,7 +182,7 @@ class FakeKubeObjects:
     def list_labelled(self, kind, selector):
         key, _, value = selector.partition("=")
         return [(ref, run, ref in self.terminating) for ref, run in self.objects.items()
-                if ref.kind == kind and (not value or run == value)]
+                if ref.kind == kind and run and (not value or run == value)]
 
 
 @pytest.fixture
@@ -400,3 +400,25 @@ def test_api_server_gone_before_the_cleanup_names_the_sweep_command(tmp_path):
                          f"{tmp_path / 'reports'} !"), line
     journal = read_journal(journal_path(tmp_path / "reports", "sigtest01"))
     assert [e.undo.name for e in journal.pending] == ["kp-standin"] and journal.unfinished
+
+
+def test_sweep_all_takes_every_unfinished_journal_and_every_labelled_run(tmp_path, monkeypatch,
+                                                                         capsys):
+    killed = Journal.start(tmp_path, "killed01")
+    killed.intend(ObjectRef("v1", "Node", None, "kp-node-k"), "NODERESTRICTION-01")
+    done = Journal.start(tmp_path, "finished01")
+    done.end()
+    kube = FakeKubeObjects([(ObjectRef("v1", "Node", None, "kp-node-k"), "killed01"),
+                            (ObjectRef("v1", "Node", None, "kp-node-l"), "lostjournal01"),
+                            (ObjectRef("v1", "Node", None, "a-real-node"), None)])   # unlabelled
+    monkeypatch.setattr(sweep, "connect", lambda kubeconfig, context: sweep.Cluster(kube))
+    monkeypatch.setattr(sweep, "WAIT_GONE_S", 1.0)
+    argv = ["--all", "--reports-dir", str(tmp_path), "--kubeconfig", str(tmp_path / "k")]
+    assert sweep.main(argv) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[:2] == ["removed Node kp-node-k (run killed01)",
+                       "removed Node kp-node-l (run lostjournal01)"]
+    assert out[-1].startswith("kubeprobe sweep: nothing left of killed01, lostjournal01")
+    assert [r.name for r in kube.objects] == ["a-real-node"]
+    assert sweep.main(argv) == 0
+    assert capsys.readouterr().out == "kubeprobe sweep: nothing left of any run (0 removed)\n"
