@@ -376,7 +376,10 @@ class JournalFile:
     undone: set[int] = field(default_factory=set)
     ended: dict | None = None
     swept: bool = False
-    problems: list[str] = field(default_factory=list)   # malformed lines, one each
+    problems: list[str] = field(default_factory=list)   # malformed records, one each
+    # The last line cut short (killed mid-write): its creation never happened, since a
+    # record is complete on disk before what it announces is created.
+    torn: bool = False
 
     @property
     def pending(self) -> list[Entry]:
@@ -389,12 +392,18 @@ class JournalFile:
 
 
 def read_journal(path: Path) -> JournalFile:
-    """Read a journal; a torn last line (the run killed mid-write) or a record that names
-    something kubeprobe never creates is listed in `problems`, never acted on."""
+    """Read a journal. A torn last line (the run killed mid-write: nothing was created for
+    it) is skipped; a malformed record, or one that names something kubeprobe never
+    creates, is listed in `problems` and never acted on."""
     path = Path(path)
     journal = JournalFile(path, path.name.removesuffix(".jsonl"))
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    for number, line in enumerate(lines, 1):
         if not line.strip():
+            continue
+        if number == len(lines) and not text.endswith("\n"):
+            journal.torn = True
             continue
         try:
             record = json.loads(line)
