@@ -30,10 +30,10 @@ def service_pair(ctx, service_type, namespace):
     core = ctx.kube.core
     twin = _service(ctx, ctx.unique_name("np"), **TWIN_SPEC[service_type])
     attack = _service(ctx, ctx.unique_name("np"), type=service_type)
-    return (create_write(ctx, "the same Service without node ports", "service", namespace,
-                         twin, core.create_namespaced_service, core.delete_namespaced_service),
-            create_write(ctx, f"a {service_type} Service", "service", namespace, attack,
-                         core.create_namespaced_service, core.delete_namespaced_service))
+    return (create_write(ctx, "the same Service without node ports", namespace, twin,
+                         core.create_namespaced_service),
+            create_write(ctx, f"a {service_type} Service", namespace, attack,
+                         core.create_namespaced_service))
 
 
 def run(ctx, target, service_type="NodePort"):
@@ -45,8 +45,7 @@ def run(ctx, target, service_type="NodePort"):
         core = ctx.kube.core
         body = _service(ctx, ctx.unique_name("np"), type=service_type)
         what = f"create a {service_type} Service"
-        created, refused = create(ctx, what, "service", namespace, body,
-                                  core.create_namespaced_service, core.delete_namespaced_service)
+        created, refused = create(ctx, what, namespace, body, core.create_namespaced_service)
         if created is not None:
             ports = [p.node_port for p in created.spec.ports if p.node_port]
             observation = Observation.succeeded(

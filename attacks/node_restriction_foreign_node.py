@@ -30,9 +30,7 @@ def _fake_node(ctx):
             "spec": {"unschedulable": True,
                      "taints": [{"key": "kubeprobe.io/fake", "effect": "NoSchedule"}]}}
     core = ctx.kube.core
-    created, refused = create(ctx, "create the throwaway node B", "node", None, body,
-                              lambda b, **kw: core.create_node(b, **kw),
-                              lambda n, **kw: core.delete_node(n, **kw))
+    created, refused = create(ctx, "create the throwaway node B", None, body, core.create_node)
     return name, refused
 
 

@@ -60,9 +60,8 @@ def run(ctx, target, image=UNTRUSTED_IMAGE, deadline_s=30):
     what = f"create a Deployment with {image}"
     for name, img, label in ((twin, trusted_image(ctx), "the twin Deployment (trusted image)"),
                              (attack, image, what)):
-        created, refused = create(ctx, label, "deployment", namespace,
-                                  _deployment(ctx, name, img), apps.create_namespaced_deployment,
-                                  apps.delete_namespaced_deployment)
+        created, refused = create(ctx, label, namespace, _deployment(ctx, name, img),
+                                  apps.create_namespaced_deployment)
         if refused:
             # Refused at the Deployment itself: judge it like any other admission write.
             if name == twin:

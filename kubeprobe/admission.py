@@ -12,7 +12,7 @@ could be what refused the attack. So every admission-type attack sends two write
 Both go as server-side dry runs (`dryRun=All`: authentication, authorization, mutating and
 validating admission run, nothing is stored, nothing to clean up). A webhook whose
 sideEffects forbid dry runs makes the API server answer `admission webhook "x" does not
-support dry run`: then both are sent for real, with their deletion registered first.
+support dry run`: then both are sent for real, with their undo record registered first.
 
 Admission is often scoped per namespace (Pod Security labels, namespace selectors), so
 `sweep` sends the same pair, as dry runs only, to every workload namespace the suite was
@@ -28,6 +28,7 @@ from kubernetes.client.rest import ApiException
 
 from kubeprobe.apiwire import classify_api_error, status_of
 from kubeprobe.context import AttackContext
+from kubeprobe.journal import ObjectRef
 from kubeprobe.outcome import Observation, Outcome
 
 DRY_RUN_UNSUPPORTED = re.compile(r'admission webhook "([^"]+)" does not support dry run')
@@ -39,12 +40,13 @@ class Write:
     """One API write an attack makes: a create or a patch, described for the evidence.
 
     `send(dry_run)` performs it (dry_run is "All" or None) and returns the API's answer or
-    raises ApiException. `undo` removes what a real (non dry-run) send created; it is
-    registered as a cleanup BEFORE the real send."""
+    raises ApiException. `undo` names what a real (non dry-run) send creates
+    (kubeprobe.journal.ObjectRef); it is journalled and registered as a cleanup BEFORE the
+    real send."""
     what: str
     request: dict[str, Any]
     send: Callable[[str | None], Any]
-    undo: tuple[str, Callable[[], None]] | None = None
+    undo: ObjectRef | None = None
 
 
 @dataclass
@@ -83,7 +85,7 @@ class Answer:
 
 def send(ctx: AttackContext, write: Write, dry_run: bool) -> Answer:
     if not dry_run and write.undo is not None:
-        ctx.defer(*write.undo)
+        ctx.defer_undo(write.undo)
     try:
         result = write.send(DRY_RUN if dry_run else None)
     except ApiException as exc:
@@ -226,28 +228,20 @@ def with_sweep(ctx: AttackContext, observation: Observation, property_under_test
 
 
 def pod_write(ctx: AttackContext, what: str, body: dict, namespace: str) -> Write:
-    """Create a Pod (dry run or real, deletion registered before a real one)."""
-    core = ctx.kube.core
-    return create_write(ctx, what, "pod", namespace, body, core.create_namespaced_pod,
-                        core.delete_namespaced_pod)
+    """Create a Pod (dry run or real, its undo record registered before a real one)."""
+    return create_write(ctx, what, namespace, body, ctx.kube.core.create_namespaced_pod)
 
 
-def create_write(ctx: AttackContext, what: str, kind: str, namespace: str | None, body: dict,
-                 create_fn: Callable[..., Any], delete_fn: Callable[..., Any]) -> Write:
-    from kubeprobe.workloads import delete_quietly
-    name = body["metadata"]["name"]
-    where = f"{namespace}/{name}" if namespace else name
+def create_write(ctx: AttackContext, what: str, namespace: str | None, body: dict,
+                 create_fn: Callable[..., Any]) -> Write:
+    from kubeprobe.workloads import stamped
+    ref = ObjectRef.of(stamped(ctx, body), namespace)
     timeout = ctx.kube.timeout
     create_args = (namespace, body) if namespace else (body,)
-    delete_args = (name, namespace) if namespace else (name,)
-
-    def undo() -> None:
-        delete_quietly(delete_fn, *delete_args, grace_period_seconds=0,
-                       propagation_policy="Background", _request_timeout=timeout)
-    return Write(what=f"{what} ({kind} {where})", request=summarise(body),
+    return Write(what=f"{what} ({ref.kind} {ref.where})", request=summarise(body),
                  send=lambda dry_run: create_fn(*create_args, dry_run=dry_run,
                                                 _request_timeout=timeout),
-                 undo=(f"delete {kind} {where}", undo))
+                 undo=ref)
 
 
 def summarise(body: dict) -> dict[str, Any]:

@@ -12,11 +12,12 @@ import os
 import subprocess
 from pathlib import Path
 
-from kubernetes import client, watch
+from kubernetes import watch
 from kubernetes.stream import stream
 
 from kubeprobe import images
 from kubeprobe.context import RUN_ID_LABEL, Unavailable
+from kubeprobe.journal import ObjectRef
 from kubeprobe.net import Exchange, Probe
 
 AGENT_DIR = Path(__file__).resolve().parent.parent / "agent"
@@ -84,15 +85,15 @@ class PodTransport:
     """Probes sent from a pod in the run's namespace: the compromised-workload position."""
     vantage = "pod"
 
-    def __init__(self, kube, namespace: str, image: str, run_id: str, defer,
+    def __init__(self, kube, namespace: str, image: str, run_id: str, defer_undo,
                  deadline_s: float = 60.0) -> None:
         self.kube, self.namespace, self.image = kube, namespace, image
         self.name = f"kp-vantage-{run_id}"
-        self.run_id, self.defer, self.deadline_s = run_id, defer, deadline_s
+        self.run_id, self.defer_undo, self.deadline_s = run_id, defer_undo, deadline_s
 
     def start(self) -> "PodTransport":
         core = self.kube.core
-        self.defer(f"delete pod {self.namespace}/{self.name}", self._delete)
+        self.defer_undo(ObjectRef("v1", "Pod", self.namespace, self.name))
         security = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                     "runAsNonRoot": True, "runAsUser": 65532,
                     "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
@@ -126,14 +127,6 @@ class PodTransport:
         raise Unavailable(f"the vantage pod {self.namespace}/{self.name} did not start within "
                           f"{self.deadline_s:.0f}s ({last}); image {self.image}")
 
-    def _delete(self) -> None:
-        try:
-            self.kube.core.delete_namespaced_pod(self.name, self.namespace, grace_period_seconds=0,
-                                                 _request_timeout=self.kube.timeout)
-        except client.ApiException as exc:
-            if exc.status != 404:
-                raise
-
     def exchange(self, probe: Probe) -> Exchange:
         ws = stream(self.kube.exec_core().connect_get_namespaced_pod_exec, self.name,
                     self.namespace,
@@ -160,4 +153,4 @@ def pod_transport_for_suite(suite) -> PodTransport:
     if image is None:
         raise Unavailable("no probe image for this target (pass --probe-image)")
     return PodTransport(suite.kube, suite.namespace.ensure(), image, suite.run_id,
-                        suite.defer).start()
+                        suite.defer_undo).start()

@@ -2,6 +2,12 @@
 
     kubeprobe run [pytest args...]      run the suite (same as `pytest suites/ ...`)
     kubeprobe catalog [--catalog FILE]  validate the catalog and list its controls
+    kubeprobe sweep --run-id ID | --all [--kubeconfig FILE] [--context NAME] [--reports-dir DIR]
+                                        remove the objects and planted files a run left
+                                        (killed, or a cleanup failed): from its journal
+                                        (DIR/journal/ID.jsonl) and the kubeprobe.io/run-id
+                                        label; one line per thing removed, exit 0 when
+                                        nothing is left (see kubeprobe/sweep.py)
     kubeprobe lab build|up|down|status  the local lab cluster (see kubeprobe/lab)
     kubeprobe rules generate ALLOWLIST  Falco rules from a kube-system allowlist
 """
@@ -51,7 +57,12 @@ def _rules(argv: list[str]) -> int:
     return rules_main(argv)
 
 
-COMMANDS = {"run": _run, "catalog": _catalog, "lab": _lab, "rules": _rules}
+def _sweep(argv: list[str]) -> int:
+    from kubeprobe.sweep import main as sweep_main
+    return sweep_main(argv)
+
+
+COMMANDS = {"run": _run, "catalog": _catalog, "sweep": _sweep, "lab": _lab, "rules": _rules}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,9 +6,11 @@ An attack module exposes
     def run(ctx: AttackContext, target: Endpoint, **params) -> Observation
 
 and uses only the context: `ctx.exchange(probe)` to touch the network (recorded as evidence),
-`ctx.defer(...)` to register cleanup BEFORE it creates anything, `ctx.unique_name(...)` and
-`ctx.labels` so every object carries the run id, and `ctx.credentials` for identities
-(a foreign CA, a cluster-CA-signed client certificate, a ServiceAccount token).
+`ctx.defer_undo(record)` to journal and register the cleanup of what it is about to create
+BEFORE it creates it (kubeprobe.journal: `ObjectRef`, `PlantedFile`; `ctx.defer(...)` for
+anything else to undo), `ctx.unique_name(...)` and `ctx.labels` so every object carries the
+run id, and `ctx.credentials` for identities (a foreign CA, a cluster-CA-signed client
+certificate, a ServiceAccount token).
 """
 from __future__ import annotations
 
@@ -87,6 +89,14 @@ class Cleanup:
     error: str | None = None
 
 
+def apply_undo(undo: Any, kube: Any, journal: Any = None, entry: Any = None) -> None:
+    """Apply an undo record (delete the object, remove the planted file) and strike it out
+    of the journal."""
+    undo.apply(kube)
+    if journal is not None and entry is not None:
+        journal.undone(entry)
+
+
 @dataclass
 class AttackContext:
     run_id: str
@@ -116,6 +126,8 @@ class AttackContext:
     # Per-attack nonce: carried in command lines, names and URIs so that an alert or an audit
     # event can be tied to this attack (parallel-safe, no shared cache to clear).
     nonce: str = field(default_factory=lambda: secrets.token_hex(4))
+    # The run's kubeprobe.journal.Journal (None in self-tests: nothing is journalled).
+    journal: Any = None
     exchanges: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     _cleanups: list[Cleanup] = field(default_factory=list)
@@ -160,6 +172,16 @@ class AttackContext:
               **kwargs: Any) -> None:
         """Register cleanup before creating the thing it removes. Runs LIFO, always."""
         self._cleanups.append(Cleanup(description, func, args, kwargs))
+
+    def defer_undo(self, undo: Any) -> None:
+        """Before creating something: journal its undo record (kubeprobe.journal.ObjectRef or
+        PlantedFile; raises if it cannot be written, and then nothing may be created) and
+        register the cleanup that applies it. The one way a creation path registers."""
+        from kubeprobe.interrupts import shielded
+        # One step for SIGINT/SIGTERM: a record is never written without its cleanup.
+        with shielded(getattr(self.journal, "guard", None)):
+            entry = self.journal.intend(undo, self.control_id) if self.journal else None
+            self.defer(undo.describe(), apply_undo, undo, self.kube, self.journal, entry)
 
     def namespace(self) -> str:
         if self.workload_namespace is None:

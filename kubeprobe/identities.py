@@ -9,6 +9,7 @@ from kubernetes.client.rest import ApiException
 
 from kubeprobe import pki
 from kubeprobe.context import AttackContext, Unavailable
+from kubeprobe.journal import ObjectRef
 from kubeprobe.kube import Kube
 from kubeprobe.waiting import wait_for
 from kubeprobe.net import ClientCert
@@ -49,7 +50,8 @@ class ClusterCredentials:
             spec=client.V1CertificateSigningRequestSpec(
                 request=pki.b64_pem(request), signer_name=KUBE_APISERVER_CLIENT_SIGNER,
                 expiration_seconds=600, usages=["client auth", "digital signature"]))
-        ctx.defer(f"delete CSR {name}", _delete_csr, self.kube, name)
+        ctx.defer_undo(ObjectRef("certificates.k8s.io/v1", "CertificateSigningRequest", None,
+                                 name))
         try:
             csr = api.create_certificate_signing_request(body, _request_timeout=self.kube.timeout)
             csr.status = client.V1CertificateSigningRequestStatus(conditions=[
@@ -105,8 +107,7 @@ class ClusterCredentials:
             raise Unavailable("no Kubernetes API to create a ServiceAccount in")
         namespace = ctx.namespace()
         name = ctx.unique_name("sa")
-        ctx.defer(f"delete ServiceAccount {namespace}/{name}", _delete_sa, self.kube,
-                  namespace, name)
+        ctx.defer_undo(ObjectRef("v1", "ServiceAccount", namespace, name))
         self.kube.core.create_namespaced_service_account(
             namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(
                 name=name, labels=ctx.labels)), _request_timeout=self.kube.timeout)
@@ -118,19 +119,3 @@ class ClusterCredentials:
         ctx.service_account_username = f"system:serviceaccount:{namespace}:{name}"
         return token.status.token
 
-
-def _delete_csr(kube: Kube, name: str) -> None:
-    try:
-        kube.certificates.delete_certificate_signing_request(name, _request_timeout=kube.timeout)
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
-
-
-def _delete_sa(kube: Kube, namespace: str, name: str) -> None:
-    try:
-        kube.core.delete_namespaced_service_account(name, namespace,
-                                                    _request_timeout=kube.timeout)
-    except ApiException as exc:
-        if exc.status != 404:
-            raise

@@ -15,6 +15,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from kubeprobe.context import RUN_ID_LABEL
+from kubeprobe.journal import KINDS, ObjectRef
 
 
 # What a broken kubeconfig raises inside the client's loader.
@@ -196,6 +197,37 @@ class Kube:
                 return True
         return False
 
+    def delete_object(self, ref) -> bool:
+        """Delete one object named by a kubeprobe.journal.ObjectRef at once (no grace,
+        dependents in the background); True if it was there, False if already gone."""
+        kind = KINDS[ref.kind]
+        delete = getattr(getattr(client, kind.api)(self.api_client), kind.delete)
+        args = (ref.name, ref.namespace) if kind.namespaced else (ref.name,)
+        options = {"propagation_policy": "Background"}
+        if ref.kind != "Namespace":
+            options["grace_period_seconds"] = 0
+        try:
+            delete(*args, **options, _request_timeout=self.timeout)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def list_labelled(self, kind_name: str, selector: str) -> list[tuple]:
+        """(ObjectRef, run id, terminating) for every object of a journal kind whose labels
+        match `selector`, in every namespace."""
+        kind = KINDS[kind_name]
+        listing = getattr(getattr(client, kind.api)(self.api_client), kind.list_all)
+        found = []
+        for item in listing(label_selector=selector, _request_timeout=self.timeout).items:
+            meta = item.metadata
+            ref = ObjectRef(kind.api_version, kind.kind,
+                            meta.namespace if kind.namespaced else None, meta.name)
+            found.append((ref, (meta.labels or {}).get(RUN_ID_LABEL, ""),
+                          meta.deletion_timestamp is not None))
+        return found
+
     def kubelet_configz(self, node: str) -> dict:
         """The kubelet's live configuration through the API server's nodes/proxy."""
         # Raw bytes: the client would otherwise hand back the Python repr of the JSON.
@@ -206,10 +238,11 @@ class Kube:
 
 @dataclass
 class RunNamespace:
-    """The run's throwaway namespace: created on first use, deletion registered first."""
+    """The run's throwaway namespace: created on first use, its undo record (journal and
+    cleanup) registered first."""
     kube: Kube
     run_id: str
-    defer: Callable[..., None]
+    defer_undo: Callable[[ObjectRef], None]
     name: str = field(init=False)
     _created: bool = field(default=False, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
@@ -223,20 +256,13 @@ class RunNamespace:
 
     def _ensure(self) -> str:
         if not self._created:
-            self.defer(f"delete namespace {self.name}", self.delete)
+            self.defer_undo(ObjectRef("v1", "Namespace", None, self.name))
             # No Pod Security labels of our own: the cluster's defaults are what is tested.
             body = client.V1Namespace(metadata=client.V1ObjectMeta(
                 name=self.name, labels={RUN_ID_LABEL: self.run_id}))
             self.kube.core.create_namespace(body, _request_timeout=self.kube.timeout)
             self._created = True
         return self.name
-
-    def delete(self) -> None:
-        try:
-            self.kube.core.delete_namespace(self.name, _request_timeout=self.kube.timeout)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
 
 
 def b64(text: str) -> str:

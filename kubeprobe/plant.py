@@ -1,8 +1,9 @@
 """Drop a binary into a running container's root filesystem from its node: the position
 of an attacker with write access to the node (or to the container's filesystem), and the
 only way to start a process a distroless image does not ship (a user-management tool, a
-listener). The binary is the kubeprobe agent under the name the attack needs; removal is
-registered before the copy, so nothing stays in the container.
+listener). The binary is the kubeprobe agent under the name the attack needs; its undo record
+(kubeprobe.journal.PlantedFile: node, node access, container id, path) is journalled and its
+removal registered before the copy, so nothing stays in the container, even after a crash.
 
 Node access: `local://` (the lab: the runner is the node) or `docker://<node>` (kind).
 Other targets raise Unavailable (the control is then SKIPPED with the reason).
@@ -15,6 +16,7 @@ import subprocess
 from pathlib import Path
 
 from kubeprobe.context import Unavailable
+from kubeprobe.journal import PlantedFile
 from kubeprobe.podexec import component_pod, exec_in_component
 
 PLANTED = "binary planted from the node, started with kubectl exec"
@@ -34,14 +36,18 @@ def container_id(pod, container: str) -> str:
     raise Unavailable(f"{pod.metadata.name}/{container} has no running container")
 
 
-def _node_shell(uri: str, script: str) -> str:
+def node_shell(uri: str, script: str) -> str:
+    """Run `script` on the node: `local://` here, `docker://<node>` through docker exec."""
     if uri == "local://":
         cmd = ["sh", "-c", script]
     elif uri.startswith("docker://"):
         cmd = ["docker", "exec", uri[len("docker://"):], "sh", "-c", script]
     else:
         raise Unavailable(f"planting a binary needs local:// or docker:// node access, not {uri}")
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    except FileNotFoundError:
+        raise RuntimeError(f"no node access through {uri}: {cmd[0]} is not installed") from None
     if done.returncode != 0:
         raise RuntimeError(f"on {uri}: {script!r} failed: {done.stderr.strip()[:300]}")
     return done.stdout
@@ -60,23 +66,23 @@ def _copy_to_node(uri: str, source: Path, destination: str) -> None:
 
 def plant(ctx, pod, container: str, binary: Path, name: str) -> str:
     """Copy `binary` into the container as /tmp/kubeprobe-<nonce>/<name>; return that path
-    (as seen inside the container). Its removal is registered first."""
+    (as seen inside the container). Its undo record is journalled and registered first."""
     if ctx.node_host is None:
         raise Unavailable("no node access for this target (planting a binary needs it)")
     uri = ctx.node_host(pod.spec.node_name)
     cid = container_id(pod, container)
-    found = _node_shell(uri, "ls -d " + " ".join(g.format(id=cid) for g in ROOTFS_GLOBS)
+    found = node_shell(uri, "ls -d " + " ".join(g.format(id=cid) for g in ROOTFS_GLOBS)
                         + " 2>/dev/null || true").split()
     if len(found) != 1:
         raise Unavailable(f"root filesystem of container {cid[:12]} not found on the node "
                           f"({len(found)} candidates)")
     inside = f"/tmp/kubeprobe-{ctx.nonce}"
     on_node = found[0] + inside
-    ctx.defer(f"remove {inside} from {pod.metadata.name}/{container}", _node_shell, uri,
-              f"rm -rf {shlex.quote(on_node)}")
-    _node_shell(uri, f"mkdir -p {shlex.quote(on_node)}")
+    ctx.defer_undo(PlantedFile(pod.spec.node_name, uri, cid, on_node, pod.metadata.name,
+                               container))
+    node_shell(uri, f"mkdir -p {shlex.quote(on_node)}")
     _copy_to_node(uri, binary, f"{on_node}/{name}")
-    _node_shell(uri, f"chmod 0755 {shlex.quote(on_node + '/' + name)}")
+    node_shell(uri, f"chmod 0755 {shlex.quote(on_node + '/' + name)}")
     ctx.note(f"planted {binary.name} as {inside}/{name} in {pod.metadata.name}/{container} "
              f"through {uri} (container root filesystem {found[0]})")
     return f"{inside}/{name}"

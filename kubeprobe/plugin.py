@@ -3,9 +3,13 @@ the reports (pytest-html columns and evidence, results.json, JUnit properties).
 
 Exit codes: 0 every control held (PASS, or SKIP/NOT-VERIFIED with a reason), 1 a control
 FAILED or could not be judged (ERROR), 2 the suite could not run (bad option, bad target,
-malformed catalog, API server gone mid-run) or a cleanup failed. Every exit 2 prints one
-`kubeprobe: ...` line: before the run (pytest_configure, the fixtures) through pytest.exit;
-mid-run through SuiteAbort; for failed cleanups at the end, in the terminal summary.
+malformed catalog, API server gone mid-run), a cleanup failed, or SIGINT/SIGTERM stopped it
+(after its cleanups). Every exit 2 prints one `kubeprobe: ...` line: before the run
+(pytest_configure, the fixtures) through pytest.exit; mid-run through SuiteAbort; for failed
+cleanups and interrupts at the end, in the terminal summary.
+
+Every creation is journalled first (kubeprobe.journal, `<reports-dir>/journal/<run-id>.jsonl`);
+a run starts by naming what earlier runs left (kubeprobe.sweep.leftovers).
 """
 from __future__ import annotations
 
@@ -20,9 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from kubeprobe import detectors, report
+from kubeprobe import detectors, report, sweep
 from kubeprobe.catalog import DEFAULT_CATALOG, CatalogError, load_attack, load_catalog
 from kubeprobe.errors import one_line
+from kubeprobe.interrupts import InterruptGuard, shielded
+from kubeprobe.journal import ClusterJournal, Journal
 from kubeprobe.kube import Kube, TargetError
 from kubeprobe.outcome import Verdict
 from kubeprobe.suite import Suite, SuiteAbort, new_run_id
@@ -36,6 +42,7 @@ SUITE_KEY = pytest.StashKey["object"]()
 # failed): reported as one line in the terminal summary.
 END_KEY = pytest.StashKey[list]()
 ABORTED_KEY = pytest.StashKey[bool]()  # the run ended at once: the API server went away
+GUARD_KEY = pytest.StashKey[InterruptGuard]()  # SIGINT/SIGTERM: cleanups first
 EXIT_CANNOT_RUN = 2
 
 
@@ -124,6 +131,15 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.xmlpath = str(reports / "junit.xml")
     config.stash[RESULT_KEY] = reports / "results.json"
     _load_controls(config)
+    guard = InterruptGuard(say=lambda line: _say(config, line))
+    if guard.install():
+        config.stash[GUARD_KEY] = guard
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    guard = config.stash.get(GUARD_KEY, None)
+    if guard is not None:
+        guard.restore()
 
 
 def _cannot_run(message: str) -> None:
@@ -137,7 +153,8 @@ def _exit_2_at_the_end(config: pytest.Config, message: str) -> None:
 
 
 def _say(config: pytest.Config, line: str) -> None:
-    """One line on the terminal now, even from inside a fixture (output capture suspended)."""
+    """One line on the terminal now, even from inside a fixture or a signal handler (output
+    capture suspended)."""
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     capture = config.pluginmanager.get_plugin("capturemanager")
     if reporter is None:
@@ -280,12 +297,15 @@ def kubeprobe_target(request: pytest.FixtureRequest):
                          extra_images=_agent_image(config),
                          install_falco=not config.getoption("no_falco"))
     try:
-        target = resolve(opts)
+        # A signal while the target comes up is held: the teardown needs a whole target.
+        with shielded(config.stash.get(GUARD_KEY, None)):
+            target = resolve(opts)
     except TargetError as exc:
         _cannot_run(str(exc))
     target.run_id = run_id
     yield target
-    errors = target.close()
+    with shielded(config.stash.get(GUARD_KEY, None)):
+        errors = target.close()
     if errors:
         _exit_2_at_the_end(config, "target teardown failed: " + "; ".join(errors))
 
@@ -293,6 +313,9 @@ def kubeprobe_target(request: pytest.FixtureRequest):
 @pytest.fixture(scope="session")
 def kubeprobe_suite(request: pytest.FixtureRequest, kubeprobe_target):
     config = request.config
+    guard = config.stash.get(GUARD_KEY, None)
+    if guard is not None:
+        guard.check()   # a signal held while the target came up
     try:
         kube = Kube.connect(kubeprobe_target.kubeconfig, kubeprobe_target.context,
                             config.getoption("connect_timeout"))
@@ -310,8 +333,12 @@ def kubeprobe_suite(request: pytest.FixtureRequest, kubeprobe_target):
                   namespace_patterns=_namespace_patterns(config.getoption("namespaces")),
                   trusted_image=config.getoption("trusted_image"),
                   parallelism=config.getoption("parallelism"),
-                  run_deadline_s=config.getoption("deadline"))
+                  run_deadline_s=config.getoption("deadline"), interrupts=guard)
+    suite.journal = _start_journal(config, suite, kubeprobe_target)
     config.stash[SUITE_KEY]["suite"] = suite
+    for line in sweep.leftovers(kube, config.getoption("reports_dir"), suite.run_id,
+                                kubeprobe_target.kubeconfig, kubeprobe_target.context):
+        _say(config, line)
     try:
         sources, failed = detectors.start_sources(
             kubeprobe_target, kube, config.getoption("audit_log"),
@@ -329,6 +356,7 @@ def kubeprobe_suite(request: pytest.FixtureRequest, kubeprobe_target):
             raise
         kube.mark_gone()
         errors = suite.close()
+        suite.journal.end()
         _cannot_run(f"API server {kube.server_url} stopped answering mid-run (during setup: "
                     f"starting the alert sources)" + (f"; cleanup failed: {'; '.join(errors)}"
                                                       if errors else ""))
@@ -336,9 +364,24 @@ def kubeprobe_suite(request: pytest.FixtureRequest, kubeprobe_target):
     yield suite
     suite.stop()
     errors = suite.close()
+    suite.journal.end(interrupted=guard.received if guard is not None else None)
     if errors:
         _exit_2_at_the_end(config, "cleanup failed, objects may be left in the cluster: "
                                    + "; ".join(errors))
+
+
+def _start_journal(config: pytest.Config, suite: Suite, target) -> Journal:
+    """The run's journal (kubeprobe.journal), begun before anything is created."""
+    try:
+        journal = Journal.start(config.getoption("reports_dir"), suite.run_id,
+                                kubeconfig=target.kubeconfig, context=target.context,
+                                target=target.kind, description=target.description)
+    except OSError as exc:
+        _cannot_run(f"--reports-dir {config.getoption('reports_dir')}: cannot write the "
+                    f"run's journal ({exc.strerror or type(exc).__name__})")
+    journal.cluster = ClusterJournal(suite.kube, lambda: suite.namespace.ensure(), suite.run_id)
+    journal.guard = suite.interrupts
+    return journal
 
 
 def _namespace_patterns(option: str) -> tuple[str, ...]:
@@ -375,6 +418,7 @@ def _pod_transport_factory():
 
 def enforce(suite: Suite, control, item: pytest.Item) -> None:
     """Run the control and turn its verdict into the test's outcome."""
+    suite.current_control = control.id
     try:
         result = suite.result_of(control)
     except SuiteAbort as exc:
@@ -420,10 +464,24 @@ def _end_problems(config: pytest.Config) -> list[str]:
     problems = []
     suite = state.get("suite")
     aborted = config.stash.get(ABORTED_KEY, False)
+    guard = config.stash.get(GUARD_KEY, None)
+    if guard is not None and guard.received:
+        during = f" during {suite.current_control}" if suite and suite.current_control else ""
+        problems.append(f"interrupted by {guard.received}{during}; "
+                        + ("the run's cleanups ran first" if suite is not None else
+                           "nothing had been created yet"))
     if suite is not None and suite.cleanup_failures and not aborted:
         problems.append("cleanup failed, objects may be left in the cluster: "
                         + "; ".join(suite.cleanup_failures))
-    return problems + config.stash.get(END_KEY, [])
+    problems += config.stash.get(END_KEY, [])
+    journal = suite.journal if suite is not None else None
+    if journal is not None and journal.pending and not aborted:  # (the abort line says it)
+        problems.append(f"{len(journal.pending)} journal record(s) not undone; remove what is "
+                        "left with: " + sweep.sweep_command(suite.run_id,
+                                                            config.getoption("reports_dir")))
+    elif problems and journal is not None and guard is not None and guard.received:
+        problems.append("nothing is left")
+    return problems
 
 
 @pytest.hookimpl(trylast=True)  # after the session fixtures' teardown (runner's sessionfinish)

@@ -16,10 +16,11 @@ from typing import Any, Callable
 from kubeprobe import evidence, falco
 from kubeprobe.alerts import parse_matcher
 from kubeprobe.catalog import Catalog, Control, load_attack
-from kubeprobe.context import RUN_ID_LABEL, AttackContext, Cleanup, Unavailable
+from kubeprobe.context import RUN_ID_LABEL, AttackContext, Cleanup, Unavailable, apply_undo
 from kubeprobe.discovery import Endpoint, Endpoints, discover
 from kubeprobe.identities import ClusterCredentials
 from kubeprobe.errors import one_line
+from kubeprobe.interrupts import InterruptGuard, shielded
 from kubeprobe.kube import Kube, RunNamespace
 from kubeprobe.net import RunnerTransport, Transport
 from kubeprobe.outcome import Expectation, Observation, Verdict, judge
@@ -147,6 +148,11 @@ class Suite:
     results: list[ControlResult] = field(default_factory=list)
     # (control id, step, error) for every per-control cleanup that failed: exit 2 at the end
     failed_cleanups: list[tuple[str, str, str]] = field(default_factory=list)
+    # The run's kubeprobe.journal.Journal (None: nothing is journalled, e.g. self-tests).
+    journal: Any = None
+    # SIGINT/SIGTERM: cleanups are shielded from them, the interrupt is raised after.
+    interrupts: InterruptGuard | None = None
+    current_control: str | None = None      # for the line of an interrupted run
     _cleanups: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
     _scheduled: dict[str, Future] = field(default_factory=dict)
     _pool: ThreadPoolExecutor | None = None
@@ -158,6 +164,13 @@ class Suite:
     def defer(self, description: str, func: Callable[..., None], *args: Any) -> None:
         self._cleanups.append((description, lambda: func(*args)))
 
+    def defer_undo(self, undo: Any) -> None:
+        """A run-wide creation (the run's namespace, the vantage pod): journal its undo
+        record, then register the cleanup that applies it (see AttackContext.defer_undo)."""
+        with shielded(self.interrupts):
+            entry = self.journal.intend(undo, "run") if self.journal is not None else None
+            self.defer(undo.describe(), apply_undo, undo, self.kube, self.journal, entry)
+
     @property
     def cleanup_failures(self) -> list[str]:
         """'<control>: <step>: <error>' for every per-control cleanup that failed."""
@@ -167,13 +180,14 @@ class Suite:
         """Run the run-wide cleanups (last first, every one even if one fails); return
         '<step>: <error>' for each that failed."""
         errors = []
-        while self._cleanups:
-            description, step = self._cleanups.pop()
-            try:
-                step()
-            except Exception as exc:  # noqa: BLE001 - reported
-                errors.append(f"{description}: {one_line(exc, 300)}")
-                self._note_failure()
+        with shielded(self.interrupts):
+            while self._cleanups:
+                description, step = self._cleanups.pop()
+                try:
+                    step()
+                except Exception as exc:  # noqa: BLE001 - reported
+                    errors.append(f"{description}: {one_line(exc, 300)}")
+                    self._note_failure()
         return errors
 
     def _note_failure(self, *_: Any) -> None:
@@ -196,6 +210,10 @@ class Suite:
             shown = "; ".join(left[:4]) + (f"; and {len(left) - 4} more" if len(left) > 4
                                             else "")
             message += f"; cleanup not done, objects may be left in the cluster: {shown}"
+        if self.journal is not None and self.journal.pending:
+            from kubeprobe.sweep import sweep_command
+            message += ("; once it answers again, remove what is left with: "
+                        + sweep_command(self.run_id, self.journal.path.parent.parent))
         return SuiteAbort(message)
 
     @cached_property
@@ -204,7 +222,7 @@ class Suite:
 
     @cached_property
     def namespace(self) -> RunNamespace:
-        return RunNamespace(self.kube, self.run_id, self.defer)
+        return RunNamespace(self.kube, self.run_id, self.defer_undo)
 
     @cached_property
     def workload_namespaces(self) -> list[str]:
@@ -400,25 +418,36 @@ class Suite:
                             sweep_namespaces=((lambda: self.workload_namespaces)
                                               if self.namespace_patterns else None),
                             alert_expected=expected is not Expectation.BLOCKED,
-                            trusted_image=self.trusted_image)
+                            trusted_image=self.trusted_image, journal=self.journal)
         skip_reason = None
         since = datetime.now(timezone.utc)
         try:
-            observation = attack.run(ctx, endpoint, **control.params)
-        except Unavailable as exc:
-            skip_reason = str(exc)
-            observation = Observation.inconclusive(f"not attempted: {exc}")
-        except Exception as exc:  # noqa: BLE001 - an attack that breaks is an ERROR, never a pass
-            observation = Observation.inconclusive(
-                f"the attack raised {type(exc).__name__}: {str(exc)[:300]}",
-                traceback=traceback.format_exc(limit=6))
+            try:
+                observation = attack.run(ctx, endpoint, **control.params)
+            except Unavailable as exc:
+                skip_reason = str(exc)
+                observation = Observation.inconclusive(f"not attempted: {exc}")
+            except Exception as exc:  # noqa: BLE001 - an attack that breaks is an ERROR, never a pass
+                observation = Observation.inconclusive(
+                    f"the attack raised {type(exc).__name__}: {str(exc)[:300]}",
+                    traceback=traceback.format_exc(limit=6))
+        except BaseException:
+            # Interrupted (SIGINT/SIGTERM): this control's cleanups run now, the run-wide
+            # ones when pytest tears the session down.
+            self._cleanup_on_the_way_out(control, ctx)
+            raise
         # Whatever the attack saw (a refused probe of the API server, a cut exec, an
         # exception), nothing it observed counts if the API server went away meanwhile.
         if not self.kube.alive():
             self.kube.mark_gone()
-            raise _ApiGone(f"attacking {endpoint.name} ({endpoint.address})",
-                           ctx.run_cleanups())
-        cleanups = ctx.run_cleanups(on_error=self._note_failure)
+            with shielded(self.interrupts):
+                cleanups = ctx.run_cleanups()
+            raise _ApiGone(f"attacking {endpoint.name} ({endpoint.address})", cleanups)
+        with shielded(self.interrupts):
+            cleanups = ctx.run_cleanups(on_error=self._note_failure)
+        if self.interrupts is not None and self.interrupts.received and not self.interrupts.raised:
+            self._record_failed_cleanups(control, cleanups)
+            self.interrupts.check()   # a signal held during the cleanups: stop now
         if self.kube.gone:
             raise _ApiGone("cleaning up after the attack", cleanups)
         alert_evidence = None
@@ -442,9 +471,18 @@ class Suite:
             if verdict is not Verdict.FAIL:
                 result.verdict = Verdict.ERROR
             result.reason += "; " + result.cleanup_note
-            self.failed_cleanups += [(control.id, c.description, c.error)
-                                     for c in result.failed_cleanups]
+            self._record_failed_cleanups(control, cleanups)
         return result
+
+    def _record_failed_cleanups(self, control: Control, cleanups: list[Cleanup]) -> None:
+        self.failed_cleanups += [(control.id, c.description, c.error)
+                                 for c in cleanups if c.error]
+
+    def _cleanup_on_the_way_out(self, control: Control, ctx: AttackContext) -> None:
+        """The run is being interrupted: the control's registered cleanups, shielded from
+        further signals, their failures recorded for the last line."""
+        with shielded(self.interrupts):
+            self._record_failed_cleanups(control, ctx.run_cleanups(on_error=self._note_failure))
 
     def _wait_for_alert(self, control: Control, ctx: AttackContext,
                         since: datetime) -> tuple[bool, bool | None, dict | None]:

@@ -1,5 +1,6 @@
-"""Throwaway API objects for API-level attacks: built labelled with the run id, deletion
-registered before creation, and every API refusal classified by kubeprobe.apiwire."""
+"""Throwaway API objects for API-level attacks: built labelled with the run id, their undo
+record (journal and deletion) registered before creation, and every API refusal classified
+by kubeprobe.apiwire."""
 from __future__ import annotations
 
 import hashlib
@@ -9,7 +10,8 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from kubeprobe.apiwire import classify_api_error
-from kubeprobe.context import AttackContext
+from kubeprobe.context import RUN_ID_LABEL, AttackContext
+from kubeprobe.journal import ObjectRef
 from kubeprobe.outcome import Observation
 from kubeprobe.waiting import wait_for
 
@@ -40,39 +42,32 @@ def pod_manifest(ctx: AttackContext, name: str, image: str = TRUSTED_PINNED_IMAG
     return body
 
 
-def delete_quietly(func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-    try:
-        func(*args, **kwargs)
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
-
-
-def create(ctx: AttackContext, what: str, kind: str, namespace: str | None, body: dict,
-           create_fn: Callable[..., Any], delete_fn: Callable[..., Any]) -> tuple[Any, Observation | None]:
-    """Create an object with deletion registered first. Returns (object, None) when the API
-    server stored it, or (None, Observation) when it refused (classified)."""
-    name = body["metadata"]["name"]
-    where = f"{namespace}/{name}" if namespace else name
-    args = (name, namespace) if namespace else (name,)
-    ctx.defer(f"delete {kind} {where}", delete_quietly, delete_fn, *args,
-              grace_period_seconds=0, propagation_policy="Background",
-              _request_timeout=ctx.kube.timeout)
+def create(ctx: AttackContext, what: str, namespace: str | None, body: dict,
+           create_fn: Callable[..., Any]) -> tuple[Any, Observation | None]:
+    """Create an object with its undo record (journal and deletion) registered first.
+    Returns (object, None) when the API server stored it, or (None, Observation) when it
+    refused (classified). The body is stamped with the run id label (what a sweep finds)."""
+    ref = ObjectRef.of(stamped(ctx, body), namespace)
+    ctx.defer_undo(ref)
     create_args = (namespace, body) if namespace else (body,)
     try:
         created = create_fn(*create_args, _request_timeout=ctx.kube.timeout)
     except ApiException as exc:
         return None, classify_api_error(exc, what)
-    ctx.note(f"the API server stored {kind} {where}")
+    ctx.note(f"the API server stored {ref.kind} {ref.where}")
     return created, None
+
+
+def stamped(ctx: AttackContext, body: dict) -> dict:
+    """The manifest with the run id label (every object a run creates carries it)."""
+    body.setdefault("metadata", {}).setdefault("labels", {})[RUN_ID_LABEL] = ctx.run_id
+    return body
 
 
 def create_pod(ctx: AttackContext, what: str, body: dict,
                namespace: str | None = None) -> tuple[Any, Observation | None]:
     namespace = namespace or ctx.namespace()
-    core = ctx.kube.core
-    return create(ctx, what, "pod", namespace, body, core.create_namespaced_pod,
-                  core.delete_namespaced_pod)
+    return create(ctx, what, namespace, body, ctx.kube.core.create_namespaced_pod)
 
 
 def trusted_image(ctx: AttackContext) -> str:

@@ -13,6 +13,7 @@ import json
 from kubernetes.client.rest import ApiException
 
 from kubeprobe.admission import Write, differential, with_sweep
+from kubeprobe.journal import ObjectRef
 from kubeprobe.outcome import Authority, Outcome
 
 VAP_DENIAL = ("pods \"p\" is forbidden: ValidatingAdmissionPolicy 'kubeprobe-pod-security' "
@@ -30,11 +31,23 @@ def api_error(code: int, reason: str, message: str) -> ApiException:
     return exc
 
 
+class FakeKubeRecordingDeletes:
+    """A fake (no API server in these tests): records the objects the cleanups delete."""
+    timeout = (1.0, 1.0)
+
+    def __init__(self):
+        self.deleted = []
+
+    def delete_object(self, ref):
+        self.deleted.append(ref.name)
+        return True
+
+
 class RecordingWrite:
     """A write whose API answer is given per mode (dry run / real), recording every send."""
 
     def __init__(self, what, dry_answer=None, real_answer=None):
-        self.what, self.sent, self.undone = what, [], []
+        self.what, self.sent = what, []
         self.answers = {"All": dry_answer, None: real_answer}
 
     def write(self) -> Write:
@@ -45,7 +58,7 @@ class RecordingWrite:
                 raise answer
             return {"stored": self.what}
         return Write(self.what, {"kind": "Pod"}, send,
-                     undo=(f"delete {self.what}", lambda: self.undone.append(self.what)))
+                     undo=ObjectRef("v1", "Pod", "selftest", self.what))
 
 
 def test_refusal_counts_only_when_the_twin_is_admitted(make_ctx):
@@ -79,7 +92,8 @@ def test_admitted_attack_is_succeeded(make_ctx):
 
 
 def test_webhook_without_dry_run_falls_back_to_real_writes_with_cleanup_first(make_ctx):
-    ctx = make_ctx()
+    kube = FakeKubeRecordingDeletes()
+    ctx = make_ctx(kube=kube)
     no_dry = api_error(400, "BadRequest", NO_DRY_RUN)
     twin = RecordingWrite("twin", dry_answer=no_dry)
     attack = RecordingWrite("attack", dry_answer=no_dry,
@@ -88,8 +102,10 @@ def test_webhook_without_dry_run_falls_back_to_real_writes_with_cleanup_first(ma
     assert observation.outcome is Outcome.BLOCKED
     assert twin.sent == ["All", None] and attack.sent == [None]
     assert "legacy.example.com" in pair.fallback
+    assert [c.description for c in ctx._cleanups] == ["delete Pod selftest/twin",
+                                                      "delete Pod selftest/attack"]
     ctx.run_cleanups()
-    assert sorted(twin.undone + attack.undone) == ["attack", "twin"]
+    assert kube.deleted == ["attack", "twin"]
 
 
 def test_sweep_names_every_namespace_that_would_admit_and_never_writes_there(make_ctx):
