@@ -123,6 +123,8 @@ class AttackContext:
     # The username of the ServiceAccount whose token `credentials.service_account_token`
     # handed out (set by it): what an authorizer's refusal must name.
     service_account_username: str | None = None
+    # Set when the run stops with this attack still in flight: it may create nothing more.
+    stopping: Any = None              # threading.Event
     # Per-attack nonce: carried in command lines, names and URIs so that an alert or an audit
     # event can be tied to this attack (parallel-safe, no shared cache to clear).
     nonce: str = field(default_factory=lambda: secrets.token_hex(4))
@@ -177,7 +179,12 @@ class AttackContext:
         """Before creating something: journal its undo record (kubeprobe.journal.ObjectRef or
         PlantedFile; raises if it cannot be written, and then nothing may be created) and
         register the cleanup that applies it. The one way a creation path registers."""
-        from kubeprobe.interrupts import shielded
+        from kubeprobe.interrupts import Interrupted, shielded
+        if self.stopping is not None and self.stopping.is_set():
+            # The run is stopping (a signal, its deadline) and has undone what was journalled:
+            # nothing new may be created behind its back.
+            guard = getattr(self.journal, "guard", None)
+            raise Interrupted(getattr(guard, "received", None) or "the run's deadline")
         # One step for SIGINT/SIGTERM: a record is never written without its cleanup.
         with shielded(getattr(self.journal, "guard", None)):
             entry = self.journal.intend(undo, self.control_id) if self.journal else None

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import fnmatch
+import queue
 import secrets
 import threading
 import time
 import traceback
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -31,6 +32,50 @@ CLOCK_SKEW = timedelta(seconds=2)
 SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
 # Worst first: the control's verdict is the worst over its endpoints.
 SEVERITY = [Verdict.FAIL, Verdict.ERROR, Verdict.NOT_VERIFIED, Verdict.SKIP, Verdict.PASS]
+
+
+class DaemonPool:
+    """A bounded pool of daemon threads. An interrupted or over-deadline run exits without
+    waiting for an attack still in flight: what it created is undone from the journal
+    (`Suite.stop`), so no worker has to be waited for (concurrent.futures' threads are
+    joined at interpreter exit)."""
+
+    def __init__(self, workers: int, name: str) -> None:
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
+                         for i in range(max(1, workers))]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        future: Future = Future()
+        self._queue.put((future, fn, args))
+        return future
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            future, fn, args = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on it
+                future.set_exception(exc)
+
+    def shutdown(self) -> None:
+        """Queued jobs are cancelled; running ones go on (daemon threads)."""
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                item[0].cancel()
+        for _ in self._threads:
+            self._queue.put(None)
 
 
 class SuiteAbort(Exception):
@@ -155,9 +200,10 @@ class Suite:
     current_control: str | None = None      # for the line of an interrupted run
     _cleanups: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
     _scheduled: dict[str, Future] = field(default_factory=dict)
-    _pool: ThreadPoolExecutor | None = None
+    _pool: DaemonPool | None = None
     _deadline: float | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stopping: threading.Event = field(default_factory=threading.Event)
     _pod_lock: threading.Lock = field(default_factory=threading.Lock)
     _pod_transport_error: Unavailable | None = None
 
@@ -204,12 +250,13 @@ class Suite:
         left += [c.description for c in cleanups if c.error]
         left += [error.split(": ", 1)[0] for error in self.close()]
         message = (f"API server {self.kube.server_url} stopped answering mid-run "
-                   f"(during {control.id}) while {step}"
-                   + (f" [{self.kube.silence}]" if self.kube.silence else ""))
+                   f"(during {control.id}) while {step}")
         if left:
             shown = "; ".join(left[:4]) + (f"; and {len(left) - 4} more" if len(left) > 4
                                             else "")
             message += f"; cleanup not done, objects may be left in the cluster: {shown}"
+        if self.kube.silence:
+            message += f" (its last /version: {self.kube.silence})"
         if self.journal is not None and self.journal.pending:
             from kubeprobe.sweep import sweep_command
             message += ("; once it answers again, remove what is left with: "
@@ -277,8 +324,7 @@ class Suite:
                 warm()
             except Exception:  # noqa: BLE001 - the control that needs it meets it and says so
                 pass
-        self._pool = ThreadPoolExecutor(max_workers=max(1, self.parallelism),
-                                        thread_name_prefix="kubeprobe-control")
+        self._pool = DaemonPool(self.parallelism, "kubeprobe-control")
         for control in sorted(controls, key=lambda c: not c.long_running):
             self._scheduled[control.id] = self._pool.submit(self.run_control, control)
 
@@ -301,9 +347,23 @@ class Suite:
             return result
 
     def stop(self) -> None:
-        """No new control starts; those still running finish on their own deadlines."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        """No new control starts. Controls still in flight (an interrupt, the run's deadline)
+        are not waited for: every journal record not undone yet is undone here, and a
+        control that tries to create anything more is interrupted (see
+        AttackContext.defer_undo)."""
+        if self._pool is None:
+            return
+        self._pool.shutdown()
+        in_flight = [cid for cid, f in self._scheduled.items() if not f.done()]
+        if not in_flight or self.journal is None:
+            return
+        self._stopping.set()
+        for entry in reversed(self.journal.pending):
+            try:
+                apply_undo(entry.undo, self.kube, self.journal, entry)
+            except Exception as exc:  # noqa: BLE001 - reported with the other failures
+                self.failed_cleanups.append((", ".join(in_flight), entry.undo.describe(),
+                                             one_line(exc, 300)))
 
     @property
     def ordered_results(self) -> list[ControlResult]:
@@ -401,11 +461,13 @@ class Suite:
         if len(endpoints) == 1 or self.parallelism <= 1:
             return [self._attack_endpoint(control, attack, e, transport, expected)
                     for e in endpoints]
-        with ThreadPoolExecutor(max_workers=min(self.parallelism, len(endpoints)),
-                                thread_name_prefix=f"kubeprobe-{control.id}") as pool:
+        pool = DaemonPool(min(self.parallelism, len(endpoints)), f"kubeprobe-{control.id}")
+        try:
             futures = [pool.submit(self._attack_endpoint, control, attack, e, transport,
                                    expected) for e in endpoints]
             return [f.result() for f in futures]
+        finally:
+            pool.shutdown()
 
     def _attack_endpoint(self, control: Control, attack, endpoint: Endpoint,
                          transport: Transport, expected: Expectation) -> EndpointResult:
@@ -418,7 +480,8 @@ class Suite:
                             sweep_namespaces=((lambda: self.workload_namespaces)
                                               if self.namespace_patterns else None),
                             alert_expected=expected is not Expectation.BLOCKED,
-                            trusted_image=self.trusted_image, journal=self.journal)
+                            trusted_image=self.trusted_image, stopping=self._stopping,
+                            journal=self.journal)
         skip_reason = None
         since = datetime.now(timezone.utc)
         try:

@@ -393,10 +393,11 @@ def test_api_server_gone_before_the_cleanup_names_the_sweep_command(tmp_path):
         output, _ = run.communicate(timeout=60)
     assert run.returncode == 2, output
     line, = _kubeprobe_lines(output.replace("! _pytest.outcomes.Exit: ", ""))
-    assert line.endswith(f"cleanup not done, objects may be left in the cluster: delete "
-                         f"ConfigMap default/kp-standin; once it answers again, remove what is "
-                         f"left with: kubeprobe sweep --run-id sigtest01 --reports-dir "
-                         f"{tmp_path / 'reports'} !"), line
+    assert ("cleanup not done, objects may be left in the cluster: delete ConfigMap "
+            "default/kp-standin") in line, line
+    # The sweep command comes last, ready to copy.
+    assert line.endswith(f"; once it answers again, remove what is left with: kubeprobe sweep "
+                         f"--run-id sigtest01 --reports-dir {tmp_path / 'reports'} !"), line
     journal = read_journal(journal_path(tmp_path / "reports", "sigtest01"))
     assert [e.undo.name for e in journal.pending] == ["kp-standin"] and journal.unfinished
 
