@@ -38,7 +38,7 @@ def url(receiver: FalcoHttpReceiver, query: str = "") -> str:
 
 
 def alert(nonce: str) -> dict:
-    return falco_json(RULE, f"etcdctl kubeprobe-{nonce}")
+    return falco_json(RULE, f"etcdctl kubeprobe-{nonce}", when=datetime.now(timezone.utc))
 
 
 def ingested(receiver: FalcoHttpReceiver, nonce: str) -> bool:
@@ -120,7 +120,7 @@ def test_body_over_the_cap_is_refused_413_unread_and_not_ingested(receiver):
     b"[1, 2, 3]",
     b'"kubeprobe-bad1"',
     json.dumps({"rule": RULE, "output": "kubeprobe-bad1"}).encode(),            # no time
-    json.dumps({**falco_json(RULE, "kubeprobe-bad1"), "time": "yesterday"}).encode(),
+    json.dumps({**alert("bad1"), "time": "yesterday"}).encode(),
     b"\xff\xfe kubeprobe-bad1",
 ], ids=["text", "cut", "array", "string", "no-time", "bad-time", "not-utf8"])
 def test_malformed_body_is_refused_400_and_not_ingested(receiver, body):
@@ -188,6 +188,7 @@ def test_a_token_is_made_when_none_is_given_and_insecure_is_explicit():
 # control waits for and POSTs it to the receiver with the token in $FORGER_TOKEN (none: no
 # token at all). The receiver's answer goes into the evidence.
 FORGING_ATTACK = '''
+import os
 from datetime import datetime, timezone
 
 import requests
