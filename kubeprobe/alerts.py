@@ -10,7 +10,8 @@ with a deadline.
 Sources:
   AuditLogSource       the API server's audit log file (audit.k8s.io/v1 Event per line)
   AuditWebhookReceiver the API server's audit webhook backend (POSTed EventList)
-  FalcoHttpReceiver    Falco `http_output` / falcosidekick POSTs (one JSON alert each)
+  FalcoHttpReceiver    Falco `http_output` / falcosidekick POSTs (one JSON alert each),
+                       accepted only with the shared token (see _JsonPostServer)
   LineSource           Falco alerts or audit events from any line stream (pod logs, tail -F)
   MissingSource        the cluster has no such trail at all: every wait fails at once, saying why
 
@@ -21,14 +22,20 @@ output_fields, tags.
 from __future__ import annotations
 
 import fnmatch
+import hmac
 import json
+import re
+import secrets
+import socket
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
+from urllib.parse import parse_qs, urlsplit
 
 SOURCES = ("falco", "audit")
 WINDOW_LIMIT = 20  # alerts kept as evidence when nothing matched
@@ -303,39 +310,145 @@ class LineSource(AlertBuffer):
             pass  # Falco also logs non-alert lines; a tail may start mid-line
 
 
-class _JsonPostServer(AlertBuffer):
-    """An HTTP receiver on loopback (or the given address) that ingests JSON POST bodies."""
+MAX_BODY = 1024 * 1024  # one alert or one audit EventList batch; more is refused (413)
+TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9._~-]{16,256}$")
+TOKEN_RULE = ("16-256 characters from A-Z a-z 0-9 . _ ~ - (safe in a URL query and in "
+              "falcosidekick's WEBHOOK_CUSTOMHEADERS)")
 
-    def __init__(self, name: str, host: str, port: int) -> None:
+
+def new_token() -> str:
+    """A random shared token (256 bits), URL- and header-safe."""
+    return secrets.token_urlsafe(32)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, host: str, port: int, handler) -> None:
+        # Bind exactly the address given: IPv6 literals need an AF_INET6 socket.
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        super().__init__((host, port), handler)
+
+
+class _JsonPostServer(AlertBuffer):
+    """An HTTP receiver that ingests JSON POST bodies, bound to exactly the address given.
+
+    Alerts decide verdicts, so a POST is ingested only when it carries the shared token
+    (`Authorization: Bearer <token>`, or `?token=<token>` in the URL for senders that cannot
+    set headers, such as Falco's http_output), compared in constant time. Refused, and never
+    ingested: a missing or wrong token (401, before the body is read), no Content-Length
+    (411), a body over `max_body` bytes (413, not read), a body that is not a JSON object or
+    not an alert (400). `token=None` with `insecure=True` is the explicit opt-out; without
+    either a random token is made (`token_generated`)."""
+
+    def __init__(self, name: str, host: str, port: int, token: str | None = None,
+                 insecure: bool = False, max_body: int = MAX_BODY) -> None:
         super().__init__(name)
-        self.host, self.port = host, port
+        if token is not None and insecure:
+            raise ValueError("a token and insecure exclude each other")
+        if token is not None and not TOKEN_PATTERN.match(token):
+            raise ValueError(f"the receiver's token must be {TOKEN_RULE}")
+        self.host, self.port, self.max_body = host, port, max_body
+        self.insecure = insecure
+        self.token_generated = token is None and not insecure
+        self.token = None if insecure else (token or new_token())
+        self.accepted = 0
+        self.refused: Counter[str] = Counter()
         self._server: ThreadingHTTPServer | None = None
 
     def parse(self, body: Any) -> list[Alert]:
         raise NotImplementedError
 
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def authorized(self, headers, path: str) -> bool:
+        """True when the request carries the token (header or URL query), or the receiver is
+        insecure. Every candidate is compared with hmac.compare_digest."""
+        if self.token is None:
+            return True
+        expected = self.token.encode()
+        candidates = []
+        scheme, _, credential = (headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() == "bearer":
+            candidates.append(credential.strip())
+        candidates += parse_qs(urlsplit(path).query).get("token", [])
+        matched = False
+        for candidate in candidates:  # no early exit: every candidate costs the same
+            matched |= hmac.compare_digest(candidate.encode(errors="replace"), expected)
+        return matched
+
+    def describe(self) -> str:
+        if self.token is None:
+            return (f"{type(self).__name__} on {self.address}, INSECURE: no token "
+                    "(--falco-receiver-insecure): anyone who can reach it can forge alerts")
+        return (f"{type(self).__name__} on {self.address}, shared token required "
+                f"(Authorization: Bearer or ?token=), bodies up to {self.max_body} bytes")
+
+    def status(self) -> dict[str, Any]:
+        """What the receiver did: for the reports (never the token)."""
+        return {"receiver": self.describe(), "token_required": self.token is not None,
+                "accepted": self.accepted, "refused": dict(sorted(self.refused.items()))}
+
+    def _refuse(self, why: str) -> None:
+        with self._changed:
+            self.refused[why] += 1
+
     def start(self) -> None:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = 10  # a sender that stalls mid-request does not hold a thread forever
+
             def log_message(self, *args):  # the suite's output stays clean
                 pass
 
+            def _answer(self, status: int, text: str, headers: dict | None = None) -> None:
+                data = (text + "\n").encode()
+                self.send_response(status)
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(data)))
+                if status != 200:  # the unread rest of a refused body must not be parsed
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _refuse(self, status: int, why: str, **headers: str) -> None:
+                receiver._refuse(f"{status} {why}")
+                self._answer(status, why, headers)
+
             def do_POST(self):
-                length = int(self.headers.get("Content-Length") or 0)
+                if not receiver.authorized(self.headers, self.path):
+                    return self._refuse(401, "missing or wrong token",
+                                        **{"WWW-Authenticate": "Bearer"})
+                if self.headers.get("Transfer-Encoding"):
+                    return self._refuse(411, "chunked bodies are not accepted")
+                raw_length = self.headers.get("Content-Length")
+                if raw_length is None or not raw_length.strip().isdigit():
+                    return self._refuse(411, "a Content-Length is required")
+                length = int(raw_length)
+                if length > receiver.max_body:
+                    return self._refuse(413, f"body over {receiver.max_body} bytes")
+                raw = self.rfile.read(length)
                 try:
-                    alerts = receiver.parse(json.loads(self.rfile.read(length)))
-                except ValueError as exc:
-                    self.send_response(400)
-                    self.end_headers()
-                    self.wfile.write(str(exc).encode())
-                    return
+                    body = json.loads(raw)
+                    if not isinstance(body, dict):
+                        raise ValueError("not a JSON object")
+                    alerts = receiver.parse(body)
+                except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                    return self._refuse(400, f"not an alert: {type(exc).__name__}")
                 for alert in alerts:
                     receiver.ingest(alert)
-                self.send_response(200)
-                self.end_headers()
+                with receiver._changed:
+                    receiver.accepted += 1
+                self._answer(200, "ok")
 
-        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
+        self._server = _Server(self.host, self.port, Handler)
         self.port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, args=(0.1,),
                          name=f"{self.name}-receiver", daemon=True).start()
@@ -349,8 +462,9 @@ class _JsonPostServer(AlertBuffer):
 class FalcoHttpReceiver(_JsonPostServer):
     """Falco `http_output` (or falcosidekick webhook) target: one alert per POST."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        super().__init__("falco", host, port)
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
+                 insecure: bool = False, max_body: int = MAX_BODY) -> None:
+        super().__init__("falco", host, port, token, insecure, max_body)
 
     def parse(self, body: Any) -> list[Alert]:
         return [falco_alert(body)]
@@ -359,8 +473,9 @@ class FalcoHttpReceiver(_JsonPostServer):
 class AuditWebhookReceiver(_JsonPostServer):
     """The API server's audit webhook backend: POSTs an audit.k8s.io/v1 EventList."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        super().__init__("audit", host, port)
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
+                 insecure: bool = False, max_body: int = MAX_BODY) -> None:
+        super().__init__("audit", host, port, token, insecure, max_body)
 
     def parse(self, body: Any) -> list[Alert]:
         if body.get("kind") != "EventList":

@@ -49,17 +49,33 @@ class Unavailable(Exception):
 
 
 EVIDENCE_BODY_LIMIT = 2048
-_SECRET_KEYS = ("data", "stringData", "token", "client-key-data", "password")
+REDACTED = "<redacted>"
+# Keys whose values are secret material wherever they occur: Secret and ConfigMap contents,
+# tokens, kubeconfig keys, passwords.
+_SECRET_KEYS = ("data", "stringData", "binaryData", "token", "client-key-data", "password")
+# Annotations that carry a copy of the object, contents included: `kubectl apply` stores the
+# applied manifest (a Secret's data or stringData in clear) in last-applied-configuration.
+_SECRET_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
 
 
 def redact(value: Any) -> Any:
-    """Evidence never carries secret material: Secret data, tokens, keys."""
+    """Evidence never carries secret material: Secret and ConfigMap contents, tokens, keys,
+    object copies in annotations (last-applied-configuration), and the values of literal
+    environment variables in pod specs (names are kept: a credential is often one)."""
     if isinstance(value, dict):
-        return {k: ("<redacted>" if k in _SECRET_KEYS and v else redact(v))
+        return {k: (REDACTED if v and (k in _SECRET_KEYS or k in _SECRET_ANNOTATIONS)
+                    else _redact_env(v) if k == "env" else redact(v))
                 for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v) for v in value]
     return value
+
+
+def _redact_env(env: Any) -> Any:
+    if not isinstance(env, list):
+        return redact(env)
+    return [{k: (REDACTED if k == "value" and v else redact(v)) for k, v in item.items()}
+            if isinstance(item, dict) else redact(item) for item in env]
 
 
 def evidence_of(exchange: Exchange) -> dict:

@@ -5,8 +5,11 @@ audit  the lab: the API server's --audit-log-path on this host; kind: `tail -F` 
        the node container; an existing cluster: --audit-log FILE (a copy the runner can read).
        An API server with neither --audit-log-path nor --audit-webhook-config-file has no
        audit trail: the source is MissingSource and the control FAILS.
-falco  --falco-receiver HOST:PORT (Falco http_output / falcosidekick pointed at the runner), or
-       the JSON logs of Falco pods (label app.kubernetes.io/name=falco) in --falco-namespace.
+falco  --falco-receiver HOST:PORT (Falco http_output / falcosidekick pointed at the runner;
+       bound to exactly that address, POSTs ingested only with the shared token:
+       --falco-receiver-token, $KUBEPROBE_FALCO_TOKEN, else one made for the run, or none
+       with --falco-receiver-insecure), or the JSON logs of Falco pods (label
+       app.kubernetes.io/name=falco) in --falco-namespace.
 
 A source that cannot start (the receiver's address is taken, --audit-log is not a readable
 file, docker is missing, the Falco pod's log cannot be opened) is left out with the reason:
@@ -60,10 +63,11 @@ def _audit_source(target: Target, kube: Kube, audit_log: Path | None):
     return None
 
 
-def _falco_source(kube: Kube, receiver: str | None, namespace: str):
+def _falco_source(kube: Kube, receiver: str | None, namespace: str, token: str | None,
+                  insecure: bool):
     if receiver:
         host, _, port = receiver.rpartition(":")
-        return FalcoHttpReceiver(host.strip("[]") or "0.0.0.0", int(port))
+        return FalcoHttpReceiver(host.strip("[]"), int(port), token=token, insecure=insecure)
     try:
         pods = kube.core.list_namespaced_pod(namespace,
                                              label_selector="app.kubernetes.io/name=falco",
@@ -87,12 +91,14 @@ def _falco_source(kube: Kube, receiver: str | None, namespace: str):
 
 def start_sources(target: Target, kube: Kube, audit_log: Path | None = None,
                   falco_receiver: str | None = None, falco_namespace: str = "falco",
+                  falco_token: str | None = None, falco_insecure: bool = False,
                   ) -> tuple[dict[str, Any], dict[str, str]]:
     """Build and start every alert source the target has: ({name: started source},
     {name: why it could not start}). The API server not answering is not a detector
     problem: that exception propagates (the run ends with exit 2)."""
     builders = {"audit": lambda: _audit_source(target, kube, audit_log),
-                "falco": lambda: _falco_source(kube, falco_receiver, falco_namespace)}
+                "falco": lambda: _falco_source(kube, falco_receiver, falco_namespace,
+                                               falco_token, falco_insecure)}
     started, failed = {}, {}
     for name, build in builders.items():
         try:

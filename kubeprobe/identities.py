@@ -2,6 +2,9 @@
 signed by the cluster CA (through a CSR), and a ServiceAccount token without any rights."""
 from __future__ import annotations
 
+import json
+import os
+import threading
 from functools import cached_property
 
 from kubernetes import client
@@ -15,6 +18,17 @@ from kubeprobe.waiting import wait_for
 from kubeprobe.net import ClientCert
 
 KUBE_APISERVER_CLIENT_SIGNER = "kubernetes.io/kube-apiserver-client"
+# Self-tests only (tests/test_canaries.py): a file where every secret the suite mints (tokens,
+# private keys) is also appended, so the test can prove none of them reaches a report.
+SELFTEST_SECRETS_ENV = "KUBEPROBE_SELFTEST_SECRETS_FILE"
+_record_lock = threading.Lock()
+
+
+def _record_for_selftest(kind: str, value: str) -> None:
+    path = os.environ.get(SELFTEST_SECRETS_ENV)
+    if path:
+        with _record_lock, open(path, "a") as handle:
+            handle.write(json.dumps({"kind": kind, "value": value}) + "\n")
 # Published by kube-controller-manager in every namespace: the cluster's root CA bundle.
 ROOT_CA_CONFIGMAP = "kube-root-ca.crt"
 
@@ -75,6 +89,7 @@ class ClusterCredentials:
         info = pki.describe(cert_pem)
         ctx.note(f"cluster-CA client certificate via CSR {name}: subject {info['subject']}, "
                  f"issuer {info['issuer']}")
+        _record_for_selftest("client key (cluster CA)", pki.key_pem(key).decode())
         return ClientCert(cert_pem, pki.key_pem(key),
                           f"client certificate signed by the cluster signer ({info['issuer']})")
 
@@ -117,5 +132,6 @@ class ClusterCredentials:
             _request_timeout=self.kube.timeout)
         ctx.note(f"identity: ServiceAccount {namespace}/{name} (no role bindings)")
         ctx.service_account_username = f"system:serviceaccount:{namespace}:{name}"
+        _record_for_selftest("ServiceAccount token", token.status.token)
         return token.status.token
 

@@ -17,6 +17,7 @@ import contextlib
 import fnmatch
 import json
 import math
+import os
 import re
 import sys
 import tempfile
@@ -25,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from kubeprobe import detectors, report, sweep
+from kubeprobe.alerts import TOKEN_PATTERN, TOKEN_RULE, FalcoHttpReceiver
 from kubeprobe.catalog import DEFAULT_CATALOG, CatalogError, load_attack, load_catalog
 from kubeprobe.errors import one_line
 from kubeprobe.interrupts import InterruptGuard, shielded
@@ -79,7 +81,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--audit-log", type=Path, default=None,
                     help="an audit log file the runner can read (existing clusters)")
     group.addoption("--falco-receiver", default=None, metavar="HOST:PORT",
-                    help="receive Falco http_output/falcosidekick alerts on this address")
+                    help="receive Falco http_output/falcosidekick alerts on exactly this "
+                         "address (0.0.0.0 must be said)")
+    group.addoption("--falco-receiver-token", default=None, metavar="TOKEN",
+                    help="the shared token every alert POST must carry (Authorization: Bearer "
+                         "or ?token=); default $KUBEPROBE_FALCO_TOKEN, else one made and "
+                         "printed for the run")
+    group.addoption("--falco-receiver-insecure", action="store_true",
+                    help="take alert POSTs without a token (anyone who can reach the receiver "
+                         "can forge alerts); said in the report")
     group.addoption("--falco-namespace", default="falco",
                     help="namespace of the Falco pods whose logs carry alerts")
     group.addoption("--require-alerts", action="store_true",
@@ -190,6 +200,35 @@ def _falco_receiver(raw: str) -> None:
             ch in host for ch in " /") or (":" in host and not host.startswith("[")):
         _cannot_run(f"--falco-receiver {raw!r}: expected HOST:PORT (e.g. 0.0.0.0:2801), "
                     f"port 1-65535")
+    if not host.strip("[]"):
+        _cannot_run(f"--falco-receiver {raw!r}: name the address to bind (e.g. "
+                    f"127.0.0.1:{port}, or 0.0.0.0:{port} for every interface)")
+
+
+FALCO_TOKEN_ENV = "KUBEPROBE_FALCO_TOKEN"
+
+
+def _falco_token(config: pytest.Config) -> None:
+    """Resolve the receiver's token: the option, else $KUBEPROBE_FALCO_TOKEN, else None (one
+    is made when the receiver starts). A bad token is named by where it came from, never
+    shown."""
+    opt = config.option
+    given = opt.falco_receiver_token
+    where = "--falco-receiver-token"
+    if given is None and os.environ.get(FALCO_TOKEN_ENV):
+        given, where = os.environ[FALCO_TOKEN_ENV], f"${FALCO_TOKEN_ENV}"
+    if opt.falco_receiver is None:
+        if opt.falco_receiver_token is not None or opt.falco_receiver_insecure:
+            flag = ("--falco-receiver-token" if opt.falco_receiver_token is not None
+                    else "--falco-receiver-insecure")
+            _cannot_run(f"{flag} without --falco-receiver")
+        opt.falco_receiver_token = None
+        return
+    if opt.falco_receiver_insecure and given is not None:
+        _cannot_run(f"--falco-receiver-insecure and a token ({where}) exclude each other")
+    if given is not None and not TOKEN_PATTERN.match(given):
+        _cannot_run(f"the Falco receiver's token ({where}) must be {TOKEN_RULE}")
+    opt.falco_receiver_token = given
 
 
 def _validate_options(config: pytest.Config) -> None:
@@ -208,6 +247,7 @@ def _validate_options(config: pytest.Config) -> None:
     opt.parallelism = int(opt.parallelism)
     if opt.falco_receiver is not None:
         _falco_receiver(opt.falco_receiver)
+    _falco_token(config)
     if not DNS_LABEL.match(opt.falco_namespace or ""):
         _cannot_run(f"--falco-namespace {opt.falco_namespace!r}: not a namespace name "
                     f"(lowercase letters, digits and '-')")
@@ -342,9 +382,13 @@ def kubeprobe_suite(request: pytest.FixtureRequest, kubeprobe_target):
     try:
         sources, failed = detectors.start_sources(
             kubeprobe_target, kube, config.getoption("audit_log"),
-            config.getoption("falco_receiver"), config.getoption("falco_namespace"))
+            config.getoption("falco_receiver"), config.getoption("falco_namespace"),
+            config.getoption("falco_receiver_token"),
+            config.getoption("falco_receiver_insecure"))
         for source in sources.values():
             suite.defer(f"stop the {source.name} alert source", source.stop)
+        if isinstance(sources.get("falco"), FalcoHttpReceiver):
+            _say_receiver(config, sources["falco"])
         for name, why in failed.items():
             _say(config, f"kubeprobe: the {name} alert source cannot start ({why}); going on "
                          f"without it: controls expecting {name} alerts say NOT-VERIFIED")
@@ -382,6 +426,29 @@ def _start_journal(config: pytest.Config, suite: Suite, target) -> Journal:
     journal.cluster = ClusterJournal(suite.kube, lambda: suite.namespace.ensure(), suite.run_id)
     journal.guard = suite.interrupts
     return journal
+
+
+def _say_receiver(config: pytest.Config, receiver: FalcoHttpReceiver) -> None:
+    """How to point Falco at a receiver whose token this run made; a warning for an insecure
+    one. A token that was given is never printed."""
+    if receiver.token is None:
+        _say(config, f"kubeprobe: the Falco receiver on {receiver.address} takes alerts "
+                     "WITHOUT a token (--falco-receiver-insecure): anyone who can reach it can "
+                     "forge an alert and pass a control")
+        return
+    if not receiver.token_generated:
+        return
+    where = receiver.address
+    if receiver.host in ("0.0.0.0", "::"):
+        where = f"<this runner's address>:{receiver.port}"
+    token = receiver.token
+    _say(config, f"kubeprobe: the Falco receiver on {receiver.address} takes only POSTs with "
+                 f"a shared token; none was given (--falco-receiver-token or "
+                 f"${FALCO_TOKEN_ENV}), so this run's token is {token}: Falco falco.yaml "
+                 f"http_output: {{enabled: true, url: \"http://{where}/?token={token}\"}} "
+                 f"(json_output: true); falcosidekick: "
+                 f"WEBHOOK_ADDRESS=http://{where}/ WEBHOOK_CUSTOMHEADERS='Authorization:Bearer "
+                 f"{token}'")
 
 
 def _namespace_patterns(option: str) -> tuple[str, ...]:

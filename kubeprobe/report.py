@@ -148,7 +148,14 @@ def results_document(suite, exitstatus: int) -> dict[str, Any]:
             "environment": _environment(suite),
             "exit_status": int(exitstatus),
             "summary": dict(sorted(counts.items())),
+            "alert_receivers": _receivers(suite),
             "controls": [r.to_json() for r in suite.ordered_results]}
+
+
+def _receivers(suite) -> dict[str, Any]:
+    """What each HTTP alert receiver accepted and refused (never its token)."""
+    return {name: source.status() for name, source in sorted(suite.alert_sources.items())
+            if hasattr(source, "status")}
 
 
 def terminal_summary(terminalreporter, suite, results_path: Path | None) -> None:
@@ -159,5 +166,11 @@ def terminal_summary(terminalreporter, suite, results_path: Path | None) -> None
                       f"{result.control.title}")
     counts = Counter(r.verdict.value for r in suite.ordered_results)
     tr.write_line(", ".join(f"{n} {v}" for v, n in sorted(counts.items())) or "no controls ran")
+    for name, status in _receivers(suite).items():
+        if status["refused"]:
+            tr.write_line(f"the {name} receiver refused {sum(status['refused'].values())} "
+                          f"POST(s), none ingested: " + ", ".join(
+                              f"{n} x {why}" for why, n in status["refused"].items()),
+                          yellow=True)
     if results_path is not None:
         tr.write_line(f"results: {results_path}  report: {results_path.parent / 'report.html'}")

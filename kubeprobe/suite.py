@@ -379,8 +379,9 @@ class Suite:
         return {"Run id": self.run_id, "Target": self.target.description,
                 "Kubernetes": version["gitVersion"], "API server": self.kube.server_url,
                 "Context": self.kube.context or "current", "Profile": self.profile,
-                "Alert sources": ", ".join(f"{n} ({type(s).__name__})"
-                                           for n, s in sorted(self.alert_sources.items()))
+                "Alert sources": ", ".join(
+                    f"{n} ({s.describe() if hasattr(s, 'describe') else type(s).__name__})"
+                    for n, s in sorted(self.alert_sources.items()))
                 or "none",
                 "Falco": "; ".join(filter(None, [self.target.falco,
                                                  falco.describe(self.kube, self.falco_namespace)])),

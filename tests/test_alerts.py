@@ -37,6 +37,8 @@ def audit_json(uri: str, when: datetime = NOW, code: int = 403) -> dict:
 
 
 RULE = "kubeprobe: unexpected process in etcd"
+TOKEN = "selftest-receiver-token-0123456789"
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
 MATCHER = {"source": "falco", "rule": RULE, "fields": {"container.name": "etcd"}}
 
 
@@ -90,7 +92,7 @@ def test_bad_matchers_name_the_field(raw, message):
 
 
 def test_http_receiver_concurrent_waits_each_get_their_own_alert():
-    receiver = FalcoHttpReceiver()
+    receiver = FalcoHttpReceiver(token=TOKEN)
     receiver.start()
     try:
         since = NOW - timedelta(seconds=1)
@@ -104,13 +106,14 @@ def test_http_receiver_concurrent_waits_each_get_their_own_alert():
         url = f"http://127.0.0.1:{receiver.port}/"
         for nonce in ("n-two", "n-one"):
             answer = requests.post(url, json=falco_json(RULE, f"etcdctl kubeprobe-{nonce}"),
-                                   timeout=5)
+                                   headers=BEARER, timeout=5)
             assert answer.status_code == 200
         for t in waiters:
             t.join(15)
         assert results["n-one"].matched.fields["proc.cmdline"].endswith("n-one")
         assert results["n-two"].matched.fields["proc.cmdline"].endswith("n-two")
-        assert requests.post(url, data=b"not json", timeout=5).status_code == 400
+        assert requests.post(url, data=b"not json", headers=BEARER,
+                             timeout=5).status_code == 400
     finally:
         receiver.stop()
 
@@ -143,12 +146,12 @@ def test_audit_tailer_sees_only_lines_appended_after_start(tmp_path):
 
 
 def test_audit_webhook_receiver_ingests_an_event_list():
-    receiver = AuditWebhookReceiver()
+    receiver = AuditWebhookReceiver(token=TOKEN)
     receiver.start()
     try:
         body = {"kind": "EventList", "apiVersion": "audit.k8s.io/v1",
                 "items": [audit_json("/api/v1/secrets?kubeprobe-nonce=w1")]}
-        assert requests.post(f"http://127.0.0.1:{receiver.port}/", json=body,
+        assert requests.post(f"http://127.0.0.1:{receiver.port}/", json=body, headers=BEARER,
                              timeout=5).status_code == 200
         matcher = parse_matcher({"source": "audit", "fields": {"verb": "list"}}, nonce="w1")
         assert receiver.wait_for(matcher, NOW - timedelta(seconds=1), 5).matched is not None
