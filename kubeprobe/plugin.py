@@ -100,8 +100,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--alert-timeout", default=15.0,
                     help="seconds to wait for an expected alert (default 15)")
     group.addoption("--parallelism", default=8,
-                    help="controls (and each control's endpoints) attacked at once (default 8; "
-                         "1: one after another)")
+                    help="controls attacked at once, and 4x as many endpoints of one control "
+                         "(default 8; 1: one after another)")
     group.addoption("--deadline", default=1800.0,
                     help="seconds the whole run may take once the target answers (default "
                          "1800); a control still running then is an ERROR")
