@@ -2,6 +2,10 @@
 
     kubeprobe run [pytest args...]      run the suite (same as `pytest suites/ ...`)
     kubeprobe catalog [--catalog FILE]  validate the catalog and list its controls
+    kubeprobe diff OLD NEW              what changed between two runs' results.json:
+                                        regressions, fixes, added, removed, authority
+                                        changes; exit 1 on regressions, 2 on a bad file
+                                        (see kubeprobe/diff.py)
     kubeprobe sweep --run-id ID | --all [--kubeconfig FILE] [--context NAME] [--reports-dir DIR]
                                         remove the objects and planted files a run left
                                         (killed, or a cleanup failed): from its journal
@@ -57,12 +61,17 @@ def _rules(argv: list[str]) -> int:
     return rules_main(argv)
 
 
+def _diff(argv: list[str]) -> int:
+    from kubeprobe.diff import main as diff_main
+    return diff_main(argv)
+
+
 def _sweep(argv: list[str]) -> int:
     from kubeprobe.sweep import main as sweep_main
     return sweep_main(argv)
 
 
-COMMANDS = {"run": _run, "catalog": _catalog, "sweep": _sweep, "lab": _lab, "rules": _rules}
+COMMANDS = {"run": _run, "catalog": _catalog, "diff": _diff, "sweep": _sweep, "lab": _lab, "rules": _rules}
 
 
 def main(argv: list[str] | None = None) -> int:

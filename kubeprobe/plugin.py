@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from kubeprobe import detectors, report, sweep
+from kubeprobe import detectors, diff, report, sweep
 from kubeprobe.alerts import TOKEN_PATTERN, TOKEN_RULE, FalcoHttpReceiver
 from kubeprobe.catalog import DEFAULT_CATALOG, CatalogError, load_attack, load_catalog
 from kubeprobe.errors import one_line
@@ -45,6 +45,8 @@ SUITE_KEY = pytest.StashKey["object"]()
 END_KEY = pytest.StashKey[list]()
 ABORTED_KEY = pytest.StashKey[bool]()  # the run ended at once: the API server went away
 GUARD_KEY = pytest.StashKey[InterruptGuard]()  # SIGINT/SIGTERM: cleanups first
+BASELINE_KEY = pytest.StashKey[dict]()  # the --baseline results.json, checked before the run
+DIFF_KEY = pytest.StashKey[dict]()  # diff, others, the gated exit status (pytest_sessionfinish)
 EXIT_CANNOT_RUN = 2
 
 
@@ -116,6 +118,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "registry.k8s.io/pause@sha256:...)")
     group.addoption("--reports-dir", type=Path, default=REPO_ROOT / "reports",
                     help="where report.html, results.json and junit.xml go")
+    group.addoption("--baseline", type=Path, default=None, metavar="OLD/results.json",
+                    help="an earlier run's results.json: regressions, fixes, added, removed "
+                         "and authority changes come first in the summary and in results.json "
+                         "(baseline_diff)")
+    group.addoption("--fail-on", default="failure", metavar="failure|regression",
+                    help="failure (default): exit 1 on any FAIL/ERROR; regression: exit 1 only "
+                         "on a regression against --baseline (exit 2 stays 2)")
 
 
 def _runs_suites(config: pytest.Config) -> bool:
@@ -251,6 +260,13 @@ def _validate_options(config: pytest.Config) -> None:
     if not DNS_LABEL.match(opt.falco_namespace or ""):
         _cannot_run(f"--falco-namespace {opt.falco_namespace!r}: not a namespace name "
                     f"(lowercase letters, digits and '-')")
+    if opt.fail_on not in diff.FAIL_ON:
+        _cannot_run(f"--fail-on {opt.fail_on!r}: must be one of {', '.join(diff.FAIL_ON)}")
+    if opt.baseline is not None:
+        try:
+            config.stash[BASELINE_KEY] = diff.load_results(opt.baseline)
+        except diff.ResultsError as exc:
+            _cannot_run(f"--baseline {exc}")
     if opt.run_id is not None and not (RUN_ID.match(opt.run_id)
                                        and len(opt.run_id) <= RUN_ID_MAX):
         _cannot_run(f"--run-id {opt.run_id!r}: must be DNS-safe (lowercase letters, digits "
@@ -561,6 +577,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     suite: Suite = state["suite"]
     payload = report.results_document(suite, session.exitstatus)
+    config = session.config
+    baseline = config.stash.get(BASELINE_KEY, None)
+    changes, others = None, []
+    if baseline is not None:
+        changes = diff.compare(baseline, payload, config.getoption("baseline"))
+        others = diff.other_changes(baseline, payload)
+        payload = report.with_baseline_diff(payload, changes)
+    session.exitstatus = diff.gate(session.exitstatus, config.getoption("fail_on"), changes)
+    payload["exit_status"] = int(session.exitstatus)
+    config.stash[DIFF_KEY] = {"diff": changes, "others": others,
+                              "exit_status": int(session.exitstatus)}
     path.write_text(json.dumps(payload, indent=2, default=str))
 
 
@@ -568,7 +595,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     state = config.stash.get(SUITE_KEY, None)
     if state and "suite" in state:
         report.terminal_summary(terminalreporter, state["suite"],
-                                config.stash.get(RESULT_KEY, None))
+                                config.stash.get(RESULT_KEY, None),
+                                config.stash.get(DIFF_KEY, None), config.getoption("fail_on"))
     problems = _end_problems(config)
     if problems:  # one line, whatever the count: exit 2
         terminalreporter.write_line("kubeprobe: " + "; ".join(problems), red=True, bold=True)
