@@ -1,6 +1,7 @@
 """`kubeprobe` console script.
 
-    kubeprobe run [pytest args...]      run the suite (same as `pytest suites/ ...`)
+    kubeprobe run [pytest args...]      run the suite (same as `pytest suites/ ...`; the
+                                        installed suite outside a checkout)
     kubeprobe catalog [--catalog FILE]  validate the catalog and list its controls
     kubeprobe diff OLD NEW              what changed between two runs' results.json:
                                         regressions, fixes, added, removed, authority
@@ -22,8 +23,7 @@ import sys
 from pathlib import Path
 
 from kubeprobe.catalog import DEFAULT_CATALOG, CatalogError, load_catalog
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from kubeprobe.resources import SUITES_DIR
 
 
 def _catalog(argv: list[str]) -> int:
@@ -44,7 +44,8 @@ def _catalog(argv: list[str]) -> int:
 
 def _run(argv: list[str]) -> int:
     import pytest
-    return int(pytest.main([str(REPO_ROOT / "suites"), *argv]))
+    # No cache directory: installed, pytest's rootdir would be inside site-packages.
+    return int(pytest.main([str(SUITES_DIR), "-p", "no:cacheprovider", *argv]))
 
 
 def _lab(argv: list[str]) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import importlib.util
 import json
 import math
 import os
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from kubeprobe import detectors, diff, report, sweep
+from kubeprobe import detectors, diff, report, resources, sweep
 from kubeprobe.alerts import TOKEN_PATTERN, TOKEN_RULE, FalcoHttpReceiver
 from kubeprobe.catalog import DEFAULT_CATALOG, CatalogError, load_attack, load_catalog
 from kubeprobe.errors import one_line
@@ -36,8 +37,7 @@ from kubeprobe.outcome import Verdict
 from kubeprobe.suite import Suite, SuiteAbort, new_run_id
 from kubeprobe.targets import KIND_CONFIGS, TARGET_KINDS, TargetOptions, resolve
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SUITES_DIR = REPO_ROOT / "suites"
+SUITES_DIR = resources.SUITES_DIR
 RESULT_KEY = pytest.StashKey["object"]()
 SUITE_KEY = pytest.StashKey["object"]()
 # What makes a run that got going exit 2 at its end (a cleanup or the target's teardown
@@ -116,8 +116,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="a digest-pinned image the cluster's image policy admits, for the "
                          "positive twins of admission attacks (default: "
                          "registry.k8s.io/pause@sha256:...)")
-    group.addoption("--reports-dir", type=Path, default=REPO_ROOT / "reports",
-                    help="where report.html, results.json and junit.xml go")
+    group.addoption("--reports-dir", type=Path, default=resources.DEFAULT_REPORTS,
+                    help="where report.html, results.json and junit.xml go (default: the "
+                         "checkout's reports/, installed: ./reports)")
     group.addoption("--baseline", type=Path, default=None, metavar="OLD/results.json",
                     help="an earlier run's results.json: regressions, fixes, added, removed "
                          "and authority changes come first in the summary and in results.json "
@@ -127,9 +128,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "on a regression against --baseline (exit 2 stays 2)")
 
 
+def _arg_path(config: pytest.Config, arg: str) -> Path:
+    """The file or directory a command-line argument names (with --pyargs, a module such as
+    kubeprobe.suites)."""
+    name = arg.split("::")[0]
+    if config.getoption("pyargs", False):
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is not None and spec.submodule_search_locations:
+            return Path(list(spec.submodule_search_locations)[0]).resolve()
+        if spec is not None and spec.origin:
+            return Path(spec.origin).resolve()
+    return Path(name).resolve()
+
+
 def _runs_suites(config: pytest.Config) -> bool:
     for arg in config.args:
-        path = Path(arg.split("::")[0]).resolve()
+        path = _arg_path(config, arg)
         if path == SUITES_DIR or SUITES_DIR in path.parents:
             return True
     return False
@@ -602,7 +619,22 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         terminalreporter.write_line("kubeprobe: " + "; ".join(problems), red=True, bold=True)
 
 
-# pytest-html hooks (pytest-html is a hard dependency of kubeprobe).
-pytest_html_results_table_header = report.html_header
-pytest_html_results_table_row = report.html_row
-pytest_html_report_title = report.html_title
+# pytest-html hooks (pytest-html is a hard dependency of kubeprobe); optional, so the plugin
+# still loads where pytest-html is not (plugin autoloading off: `-p kubeprobe` alone). The
+# hooks' argument `report` is pytest-html's; the module is _report here.
+_report = report
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_html_results_table_header(cells) -> None:
+    report.html_header(cells)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_html_results_table_row(report: object, cells) -> None:
+    _report.html_row(report, cells)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_html_report_title(report: object) -> None:
+    _report.html_title(report)
