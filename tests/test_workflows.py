@@ -7,7 +7,6 @@ Nothing here contacts a cluster or the internet.
 """
 from __future__ import annotations
 
-import json
 import shutil
 import stat
 import subprocess
