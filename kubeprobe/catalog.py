@@ -24,7 +24,7 @@ One YAML file (`kubeprobe/catalog.yaml` unless `--catalog` names another). Each 
 
 Top level: `profiles` (name -> description, `default` required), `controls`, and optionally
 `attacks_dir` (the directory of the attack modules, relative to the catalog file; default
-the project's attacks/), so another catalog can bring attacks of its own.
+the project's attacks/, installed as kubeprobe.attacks), so another catalog can bring attacks of its own.
 """
 from __future__ import annotations
 
@@ -36,11 +36,12 @@ from typing import Any
 
 import yaml
 
+from kubeprobe import resources
 from kubeprobe.alerts import parse_matcher
 from kubeprobe.outcome import Authority, Expectation
 
 DEFAULT_CATALOG = Path(__file__).with_name("catalog.yaml")
-ATTACKS_DIR = Path(__file__).resolve().parent.parent / "attacks"
+ATTACKS_DIR = resources.ATTACKS_DIR  # attacks/ in a checkout, kubeprobe/attacks installed
 
 _ID = re.compile(r"^[A-Z][A-Z0-9]*(-[A-Z0-9]+)*-\d{2,3}$")
 _MITRE = re.compile(r"^T\d{4}(\.\d{3})?$")

@@ -152,14 +152,32 @@ def results_document(suite, exitstatus: int) -> dict[str, Any]:
             "controls": [r.to_json() for r in suite.ordered_results]}
 
 
+def with_baseline_diff(payload: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """The results document with `baseline_diff` (kubeprobe.diff.compare) before `controls`."""
+    out = {k: v for k, v in payload.items() if k != "controls"}
+    out["baseline_diff"] = changes
+    out["controls"] = payload["controls"]
+    return out
+
+
 def _receivers(suite) -> dict[str, Any]:
     """What each HTTP alert receiver accepted and refused (never its token)."""
     return {name: source.status() for name, source in sorted(suite.alert_sources.items())
             if hasattr(source, "status")}
 
 
-def terminal_summary(terminalreporter, suite, results_path: Path | None) -> None:
+def terminal_summary(terminalreporter, suite, results_path: Path | None,
+                     gated: dict | None = None, fail_on: str = "failure") -> None:
+    """The baseline diff first (when --baseline was given), then the verdicts, the receivers,
+    where the reports are, and what --fail-on regression made of the exit code."""
+    from kubeprobe import diff
     tr = terminalreporter
+    changes = gated["diff"] if gated else None
+    if changes is not None:
+        tr.section("kubeprobe changes since the baseline")
+        for line in diff.summary_lines(changes, gated["others"]):
+            tr.write_line(line, red=line.startswith("REGRESSION"),
+                          green=line.startswith("FIX"))
     tr.section("kubeprobe verdicts")
     for result in suite.ordered_results:
         tr.write_line(f"{result.verdict.value:13} {result.control.id:14} {result.observed:40} "
@@ -174,3 +192,14 @@ def terminal_summary(terminalreporter, suite, results_path: Path | None) -> None
                           yellow=True)
     if results_path is not None:
         tr.write_line(f"results: {results_path}  report: {results_path.parent / 'report.html'}")
+    if fail_on == "regression" and gated is not None and gated["exit_status"] in (0, 1):
+        if changes is None:
+            tr.write_line("kubeprobe: --fail-on regression without --baseline: no earlier run "
+                          "to compare with, so no regression (exit 0; a cleanup or target "
+                          "problem is still exit 2); this results.json can be the next run's "
+                          "baseline", yellow=True)
+        else:
+            n = len(changes["regressions"])
+            tr.write_line(f"kubeprobe: --fail-on regression: {n} regression(s) since the "
+                          f"baseline, exit {gated['exit_status']}",
+                          red=bool(n), green=not n)

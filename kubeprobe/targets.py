@@ -23,8 +23,7 @@ import yaml
 from kubeprobe import falco, images
 from kubeprobe.kube import TargetError
 from kubeprobe.profiles import KIND_CONFIGS, manifest_files
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from kubeprobe.resources import DATA_ROOT
 TARGET_KINDS = ("auto", "existing", "kind", "lab")
 
 
@@ -109,7 +108,7 @@ def kind_config_for(profile: str) -> dict:
     for node in config.get("nodes", []):
         for mount in node.get("extraMounts", []):
             if not os.path.isabs(mount["hostPath"]):
-                mount["hostPath"] = str(REPO_ROOT / mount["hostPath"])
+                mount["hostPath"] = str(DATA_ROOT / mount["hostPath"])
     return config
 
 
