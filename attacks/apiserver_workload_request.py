@@ -17,6 +17,7 @@ pods that get a ServiceAccount token mounted (the identity this attack uses).
 from kubeprobe import inventory
 from kubeprobe.authn import status_message, unreached_own_endpoint, whoami
 from kubeprobe.classify import UNPROVEN_ERRORS, list_answer, refusal, unexpected
+from kubeprobe.context import RUN_ID_LABEL
 from kubeprobe.outcome import Authority, Observation
 
 TARGETS = "apiserver_network"
@@ -24,8 +25,10 @@ TARGETS = "apiserver_network"
 
 def run(ctx, target, path="/api/v1/secrets", node=None):
     if "{node}" in path:
-        node = node or ctx.kube.core.list_node(limit=1, _request_timeout=ctx.kube.timeout) \
-            .items[0].metadata.name
+        # A real node: never a throwaway Node of a kubeprobe run (no kubelet behind it).
+        node = node or ctx.kube.core.list_node(
+            label_selector=f"!{RUN_ID_LABEL}", limit=1,
+            _request_timeout=ctx.kube.timeout).items[0].metadata.name
         path = path.format(node=node)
     headers = {"Authorization": f"Bearer {ctx.credentials.service_account_token(ctx)}"}
     what = f"GET {path} on {target.address} as a workload ServiceAccount without role bindings"

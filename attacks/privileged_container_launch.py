@@ -14,13 +14,17 @@ SUCCEEDED: the container is Running with the violation: the detector must ALERT.
 INCONCLUSIVE: the twin was refused, or the pod was stored but did not start.
 SKIP:      no probe image for this target (an existing cluster without --probe-image).
 """
-from attacks.pod_security_violation import VIOLATIONS
+from pathlib import Path
+
 from kubeprobe.admission import differential, pod_write
+from kubeprobe.catalog import load_attack
 from kubeprobe.context import Unavailable
 from kubeprobe.outcome import Observation, Outcome
 from kubeprobe.workloads import create_pod, restricted_container, wait_for_pod
 
 TARGETS = "apiserver"
+# The sibling module, by path: attacks/ in a checkout, kubeprobe/attacks when installed.
+VIOLATIONS = load_attack("pod_security_violation", Path(__file__).parent).VIOLATIONS
 
 
 def _agent_pod(ctx, name, violation=None):

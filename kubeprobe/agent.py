@@ -19,8 +19,9 @@ from kubeprobe import images
 from kubeprobe.context import RUN_ID_LABEL, Unavailable
 from kubeprobe.journal import ObjectRef
 from kubeprobe.net import Exchange, Probe
+from kubeprobe.resources import data
 
-AGENT_DIR = Path(__file__).resolve().parent.parent / "agent"
+AGENT_DIR = data("agent")
 AGENT_SOURCES = ("go.mod", "main.go")
 AGENT_REPOSITORY = "kubeprobe.local/agent"
 

@@ -24,11 +24,11 @@ One YAML file (`kubeprobe/catalog.yaml` unless `--catalog` names another). Each 
 
 Top level: `profiles` (name -> description, `default` required), `controls`, and optionally
 `attacks_dir` (the directory of the attack modules, relative to the catalog file; default
-the project's attacks/), so another catalog can bring attacks of its own, and `benchmarks`:
-the benchmarks' names (`cis`, `mitre`), and the titles of the CIS sections
-(`cis_sections`: "4.2" -> "Worker Nodes: Kubelet") and the names of the ATT&CK techniques
-(`mitre_techniques`: "T1613" -> "Container and Resource Discovery") the mappings use, for
-the report and the control reference.
+the project's attacks/, installed as kubeprobe.attacks), so another catalog can bring attacks of
+its own, and `benchmarks`: the benchmarks' names (`cis`, `mitre`), and the titles of the CIS
+sections (`cis_sections`: "4.2" -> "Worker Nodes: Kubelet") and the names of the ATT&CK
+techniques (`mitre_techniques`: "T1613" -> "Container and Resource Discovery") the mappings
+use, for the report and the control reference.
 """
 from __future__ import annotations
 
@@ -40,11 +40,12 @@ from typing import Any
 
 import yaml
 
+from kubeprobe import resources
 from kubeprobe.alerts import parse_matcher
 from kubeprobe.outcome import Authority, Expectation
 
 DEFAULT_CATALOG = Path(__file__).with_name("catalog.yaml")
-ATTACKS_DIR = Path(__file__).resolve().parent.parent / "attacks"
+ATTACKS_DIR = resources.ATTACKS_DIR  # attacks/ in a checkout, kubeprobe/attacks installed
 
 _ID = re.compile(r"^[A-Z][A-Z0-9]*(-[A-Z0-9]+)*-\d{2,3}$")
 _MITRE = re.compile(r"^T\d{4}(\.\d{3})?$")

@@ -1,7 +1,12 @@
 """`kubeprobe` console script.
 
-    kubeprobe run [pytest args...]      run the suite (same as `pytest suites/ ...`)
+    kubeprobe run [pytest args...]      run the suite (same as `pytest suites/ ...`; the
+                                        installed suite outside a checkout)
     kubeprobe catalog [--catalog FILE]  validate the catalog and list its controls
+    kubeprobe diff OLD NEW              what changed between two runs' results.json:
+                                        regressions, fixes, added, removed, authority
+                                        changes; exit 1 on regressions, 2 on a bad file
+                                        (see kubeprobe/diff.py)
     kubeprobe sweep --run-id ID | --all [--kubeconfig FILE] [--context NAME] [--reports-dir DIR]
                                         remove the objects and planted files a run left
                                         (killed, or a cleanup failed): from its journal
@@ -20,8 +25,7 @@ import sys
 from pathlib import Path
 
 from kubeprobe.catalog import DEFAULT_CATALOG, CatalogError, load_catalog
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from kubeprobe.resources import SUITES_DIR
 
 
 def _catalog(argv: list[str]) -> int:
@@ -42,7 +46,8 @@ def _catalog(argv: list[str]) -> int:
 
 def _run(argv: list[str]) -> int:
     import pytest
-    return int(pytest.main([str(REPO_ROOT / "suites"), *argv]))
+    # No cache directory: installed, pytest's rootdir would be inside site-packages.
+    return int(pytest.main([str(SUITES_DIR), "-p", "no:cacheprovider", *argv]))
 
 
 def _lab(argv: list[str]) -> int:
@@ -59,6 +64,11 @@ def _rules(argv: list[str]) -> int:
     return rules_main(argv)
 
 
+def _diff(argv: list[str]) -> int:
+    from kubeprobe.diff import main as diff_main
+    return diff_main(argv)
+
+
 def _sweep(argv: list[str]) -> int:
     from kubeprobe.sweep import main as sweep_main
     return sweep_main(argv)
@@ -69,8 +79,8 @@ def _docs(argv: list[str]) -> int:
     return docs_main(argv)
 
 
-COMMANDS = {"run": _run, "catalog": _catalog, "sweep": _sweep, "lab": _lab, "rules": _rules,
-            "docs": _docs}
+COMMANDS = {"run": _run, "catalog": _catalog, "diff": _diff, "sweep": _sweep, "lab": _lab,
+            "rules": _rules, "docs": _docs}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from kubernetes.client.rest import ApiException
 
+from kubeprobe.context import RUN_ID_LABEL
 from kubeprobe.kube import Kube
 
 ETCD_CLIENT_FLAGS = ("--advertise-client-urls", "--listen-client-urls")
@@ -160,7 +161,9 @@ def _resolves_to(host: str, port: int, own: list[Endpoint]) -> bool:
 
 def _discover_nodes(kube: Kube, found: Endpoints) -> dict[str, str]:
     node_ips: dict[str, str] = {}
-    nodes = kube.core.list_node(_request_timeout=kube.timeout).items
+    # Throwaway Nodes of kubeprobe runs (NODERESTRICTION-*) have no kubelet behind them.
+    nodes = kube.core.list_node(label_selector=f"!{RUN_ID_LABEL}",
+                                _request_timeout=kube.timeout).items
     without_address = []
     for node in nodes:
         addresses = {a.type: a.address for a in node.status.addresses or []}

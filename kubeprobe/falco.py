@@ -16,7 +16,9 @@ from pathlib import Path
 
 import yaml
 
-RULES_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "falco"
+from kubeprobe.resources import data
+
+RULES_DIR = data("fixtures/falco")
 RULES_FILES = ("kubeprobe_rules.yaml",)
 CHART = "falcosecurity/falco"
 CHART_REPO = "https://falcosecurity.github.io/charts"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import importlib.util
 import math
 import os
 import re
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from kubeprobe import detectors, report, sweep
+from kubeprobe import detectors, diff, report, resources, sweep
 from kubeprobe.alerts import TOKEN_PATTERN, TOKEN_RULE, FalcoHttpReceiver
 from kubeprobe.catalog import DEFAULT_CATALOG, CatalogError, load_attack, load_catalog
 from kubeprobe.errors import one_line
@@ -40,8 +41,7 @@ from kubeprobe.reportfiles import REPORT, ReportFiles
 from kubeprobe.suite import Suite, SuiteAbort, new_run_id
 from kubeprobe.targets import KIND_CONFIGS, TARGET_KINDS, TargetOptions, resolve
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SUITES_DIR = REPO_ROOT / "suites"
+SUITES_DIR = resources.SUITES_DIR
 RESULT_KEY = pytest.StashKey["object"]()
 SUITE_KEY = pytest.StashKey["object"]()
 # What makes a run that got going exit 2 at its end (a cleanup or the target's teardown
@@ -54,6 +54,8 @@ STARTED_KEY = pytest.StashKey[str]()
 EXIT_LINE_KEY = pytest.StashKey[str]()   # the `kubeprobe:` line of pytest.exit, for the reports
 # pytest-html's report, when --html names kubeprobe's own report.html
 PYTEST_HTML_INSTEAD = "pytest-html.html"
+BASELINE_KEY = pytest.StashKey[dict]()  # the --baseline results.json, checked before the run
+DIFF_KEY = pytest.StashKey[dict]()  # diff, others, the gated exit status (pytest_sessionfinish)
 EXIT_CANNOT_RUN = 2
 
 
@@ -123,13 +125,37 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="a digest-pinned image the cluster's image policy admits, for the "
                          "positive twins of admission attacks (default: "
                          "registry.k8s.io/pause@sha256:...)")
-    group.addoption("--reports-dir", type=Path, default=REPO_ROOT / "reports",
-                    help="where report.html, results.json and junit.xml go")
+    group.addoption("--reports-dir", type=Path, default=resources.DEFAULT_REPORTS,
+                    help="where report.html, results.json and junit.xml go (default: the "
+                         "checkout's reports/, installed: ./reports)")
+    group.addoption("--baseline", type=Path, default=None, metavar="OLD/results.json",
+                    help="an earlier run's results.json: regressions, fixes, added, removed "
+                         "and authority changes come first in the summary and in results.json "
+                         "(baseline_diff)")
+    group.addoption("--fail-on", default="failure", metavar="failure|regression",
+                    help="failure (default): exit 1 on any FAIL/ERROR; regression: exit 1 only "
+                         "on a regression against --baseline (exit 2 stays 2)")
+
+
+def _arg_path(config: pytest.Config, arg: str) -> Path:
+    """The file or directory a command-line argument names (with --pyargs, a module such as
+    kubeprobe.suites)."""
+    name = arg.split("::")[0]
+    if config.getoption("pyargs", False):
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is not None and spec.submodule_search_locations:
+            return Path(list(spec.submodule_search_locations)[0]).resolve()
+        if spec is not None and spec.origin:
+            return Path(spec.origin).resolve()
+    return Path(name).resolve()
 
 
 def _runs_suites(config: pytest.Config) -> bool:
     for arg in config.args:
-        path = Path(arg.split("::")[0]).resolve()
+        path = _arg_path(config, arg)
         if path == SUITES_DIR or SUITES_DIR in path.parents:
             return True
     return False
@@ -303,6 +329,13 @@ def _validate_options(config: pytest.Config) -> None:
     if not DNS_LABEL.match(opt.falco_namespace or ""):
         _cannot_run(f"--falco-namespace {opt.falco_namespace!r}: not a namespace name "
                     f"(lowercase letters, digits and '-')")
+    if opt.fail_on not in diff.FAIL_ON:
+        _cannot_run(f"--fail-on {opt.fail_on!r}: must be one of {', '.join(diff.FAIL_ON)}")
+    if opt.baseline is not None:
+        try:
+            config.stash[BASELINE_KEY] = diff.load_results(opt.baseline)
+        except diff.ResultsError as exc:
+            _cannot_run(f"--baseline {exc}")
     if opt.run_id is not None and not (RUN_ID.match(opt.run_id)
                                        and len(opt.run_id) <= RUN_ID_MAX):
         _cannot_run(f"--run-id {opt.run_id!r}: must be DNS-safe (lowercase letters, digits "
@@ -625,7 +658,25 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             facts, environment, state["catalog"].benchmarks if state else {},
             exitstatus=int(session.exitstatus)))
         return
-    files.publish(report.results_document(suite, session.exitstatus, facts))
+    payload = _with_baseline(session, report.results_document(suite, session.exitstatus, facts))
+    files.publish(payload)
+
+
+def _with_baseline(session: pytest.Session, payload: dict) -> dict:
+    """With --baseline: the baseline diff in the document (before the controls), and the
+    exit status --fail-on makes of it."""
+    config = session.config
+    baseline = config.stash.get(BASELINE_KEY, None)
+    changes, others = None, []
+    if baseline is not None:
+        changes = diff.compare(baseline, payload, config.getoption("baseline"))
+        others = diff.other_changes(baseline, payload)
+        payload = report.with_baseline_diff(payload, changes)
+    session.exitstatus = diff.gate(session.exitstatus, config.getoption("fail_on"), changes)
+    payload["exit_status"] = int(session.exitstatus)
+    config.stash[DIFF_KEY] = {"diff": changes, "others": others,
+                              "exit_status": int(session.exitstatus)}
+    return payload
 
 
 def _exit_line(config: pytest.Config, problems: list[str]) -> str | None:
@@ -650,7 +701,7 @@ def _control_reference(config: pytest.Config) -> str | None:
     if not DOCS_CONTROLS.is_file():
         return None
     reports = Path(config.getoption("reports_dir")).resolve()
-    if REPO_ROOT in reports.parents or reports == REPO_ROOT:
+    if resources.IN_CHECKOUT and resources.CHECKOUT in (reports, *reports.parents):
         return Path(os.path.relpath(DOCS_CONTROLS, reports)).as_posix()
     return DOCS_CONTROLS.as_uri()
 
@@ -670,13 +721,29 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     state = config.stash.get(SUITE_KEY, None)
     if state and "suite" in state:
         report.terminal_summary(terminalreporter, state["suite"],
-                                config.stash.get(FILES_KEY, None))
+                                config.stash.get(FILES_KEY, None),
+                                config.stash.get(DIFF_KEY, None), config.getoption("fail_on"))
     problems = _end_problems(config)
     if problems:  # one line, whatever the count: exit 2
         terminalreporter.write_line("kubeprobe: " + "; ".join(problems), red=True, bold=True)
 
 
-# pytest-html hooks (pytest-html is a hard dependency of kubeprobe).
-pytest_html_results_table_header = report.html_header
-pytest_html_results_table_row = report.html_row
-pytest_html_report_title = report.html_title
+# pytest-html hooks (pytest-html is a hard dependency of kubeprobe); optional, so the plugin
+# still loads where pytest-html is not (plugin autoloading off: `-p kubeprobe` alone). The
+# hooks' argument `report` is pytest-html's; the module is _report here.
+_report = report
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_html_results_table_header(cells) -> None:
+    report.html_header(cells)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_html_results_table_row(report: object, cells) -> None:
+    _report.html_row(report, cells)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_html_report_title(report: object) -> None:
+    _report.html_title(report)

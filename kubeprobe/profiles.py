@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = REPO_ROOT / "fixtures"
-KIND_CONFIGS = {"hardened": REPO_ROOT / "kind-config.yaml",
+from kubeprobe.resources import data
+
+FIXTURES = data("fixtures")
+KIND_CONFIGS = {"hardened": data("kind-config.yaml"),
                 "weak": FIXTURES / "kind-config-weak.yaml",
                 "decoy": FIXTURES / "kind-config-decoy.yaml"}
 # Manifests applied once the cluster answers, in this order.

@@ -8,7 +8,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from kubeprobe import resources
 
 
 def tool_version() -> str | None:
@@ -18,10 +18,10 @@ def tool_version() -> str | None:
         return None
 
 
-def git_commit(root: Path = REPO_ROOT) -> str | None:
+def git_commit(root: Path = resources.CHECKOUT) -> str | None:
     """The checkout's HEAD, with `-dirty` when tracked files differ from it; None outside a
     git checkout (an installed package) or without git."""
-    if not (root / ".git").exists():
+    if not resources.IN_CHECKOUT or not (root / ".git").exists():
         return None
     head = _git(root, "rev-parse", "HEAD")
     if head is None:

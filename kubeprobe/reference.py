@@ -15,10 +15,12 @@ import os
 import sys
 from pathlib import Path
 
+from kubeprobe import resources
 from kubeprobe.catalog import DEFAULT_CATALOG, Catalog, CatalogError, Control, load_catalog
-from kubeprobe.provenance import REPO_ROOT
 
-DOCS_CONTROLS = REPO_ROOT / "docs" / "controls.md"
+# In a checkout, docs/controls.md; installed, the copy in kubeprobe/_data (setup.py).
+DOCS_CONTROLS = resources.data("docs/controls.md")
+REPO_ROOT = resources.CHECKOUT
 
 
 def anchor(control_id: str) -> str:

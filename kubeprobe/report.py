@@ -187,14 +187,32 @@ def cannot_start_document(facts: RunFacts, environment: dict, benchmarks: dict,
             "summary": {}, "controls": []}
 
 
+def with_baseline_diff(payload: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """The results document with `baseline_diff` (kubeprobe.diff.compare) before `controls`."""
+    out = {k: v for k, v in payload.items() if k != "controls"}
+    out["baseline_diff"] = changes
+    out["controls"] = payload["controls"]
+    return out
+
+
 def _receivers(suite) -> dict[str, Any]:
     """What each HTTP alert receiver accepted and refused (never its token)."""
     return {name: source.status() for name, source in sorted(suite.alert_sources.items())
             if hasattr(source, "status")}
 
 
-def terminal_summary(terminalreporter, suite, files) -> None:
+def terminal_summary(terminalreporter, suite, files, gated: dict | None = None,
+                     fail_on: str = "failure") -> None:
+    """The baseline diff first (when --baseline was given), then the verdicts, the receivers,
+    where the reports are, and what --fail-on regression made of the exit code."""
+    from kubeprobe import diff
     tr = terminalreporter
+    changes = gated["diff"] if gated else None
+    if changes is not None:
+        tr.section("kubeprobe changes since the baseline")
+        for line in diff.summary_lines(changes, gated["others"]):
+            tr.write_line(line, red=line.startswith("REGRESSION"),
+                          green=line.startswith("FIX"))
     tr.section("kubeprobe verdicts")
     for result in suite.ordered_results:
         tr.write_line(f"{result.verdict.value:13} {result.control.id:14} {result.observed:40} "
@@ -207,11 +225,20 @@ def terminal_summary(terminalreporter, suite, files) -> None:
                           f"POST(s), none ingested: " + ", ".join(
                               f"{n} x {why}" for why, n in status["refused"].items()),
                           yellow=True)
-    if files is None:
-        return
-    if files.published:
+    if files is not None and files.published:
         tr.write_line(f"results: {files.path('results.json')}  report: "
                       f"{files.path('report.html')}")
-    else:
+    elif files is not None:
         tr.write_line(f"results: {files.path('results.json')} (this run judged no control: "
                       f"report.html and junit.xml are the previous run's)")
+    if fail_on == "regression" and gated is not None and gated["exit_status"] in (0, 1):
+        if changes is None:
+            tr.write_line("kubeprobe: --fail-on regression without --baseline: no earlier run "
+                          "to compare with, so no regression (exit 0; a cleanup or target "
+                          "problem is still exit 2); this results.json can be the next run's "
+                          "baseline", yellow=True)
+        else:
+            n = len(changes["regressions"])
+            tr.write_line(f"kubeprobe: --fail-on regression: {n} regression(s) since the "
+                          f"baseline, exit {gated['exit_status']}",
+                          red=bool(n), green=not n)

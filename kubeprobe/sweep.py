@@ -28,14 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from kubeprobe import resources
 from kubeprobe.errors import one_line
 from kubeprobe.journal import (KINDS, RUN_ID_LABEL, JournalFile, ObjectRef, PlantedFile, Undo,
                                append_event, journal_path, journals, read_cluster_journal,
                                read_journal)
 from kubeprobe.waiting import WaitTimeout, wait_for
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_REPORTS = REPO_ROOT / "reports"
+DEFAULT_REPORTS = resources.DEFAULT_REPORTS
 WAIT_GONE_S = 120.0
 ORDER = {kind: i for i, kind in enumerate(KINDS)}
 

@@ -24,8 +24,7 @@ from kubeprobe import falco, images
 from kubeprobe.errors import one_line
 from kubeprobe.kube import TargetError
 from kubeprobe.profiles import KIND_CONFIGS, manifest_files
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from kubeprobe.resources import DATA_ROOT
 TARGET_KINDS = ("auto", "existing", "kind", "lab")
 
 
@@ -110,7 +109,7 @@ def kind_config_for(profile: str) -> dict:
     for node in config.get("nodes", []):
         for mount in node.get("extraMounts", []):
             if not os.path.isabs(mount["hostPath"]):
-                mount["hostPath"] = str(REPO_ROOT / mount["hostPath"])
+                mount["hostPath"] = str(DATA_ROOT / mount["hostPath"])
     return config
 
 

@@ -62,7 +62,8 @@ class ListedCluster:
                                     list_namespaced_pod=self._list_pods)
         self.discovery = SimpleNamespace(list_namespaced_endpoint_slice=self._list_slices)
 
-    def _list_node(self, **_):
+    def _list_node(self, label_selector=None, **_):
+        assert label_selector == "!kubeprobe.io/run-id"  # never a run's throwaway Node
         return SimpleNamespace(items=self.nodes)
 
     def _list_pods(self, namespace, label_selector, **_):

@@ -114,6 +114,17 @@ def test_block_or_alert_control_blocks_on_hardened_and_goes_through_on_weak(cont
     assert weak[control_id]["verdict"] == "NOT-VERIFIED", weak[control_id]["reason"]
 
 
+def test_weak_against_hardened_baseline_regresses_every_block_type_control():
+    """kubeprobe diff on this CI run's own results: the weak lab, judged against the hardened
+    lab as its baseline, is a regression of every block-type control (exit 1)."""
+    from kubeprobe import diff
+    old, new = (Path(ROOT) / lab / "results.json" for lab in ("hardened", "weak"))
+    changes = diff.compare(diff.load_results(old), diff.load_results(new), old)
+    regressed = {i["id"] for i in changes["regressions"]}
+    assert set(BLOCK_TYPE + EITHER_TYPE) <= regressed, sorted(set(BLOCK_TYPE) - regressed)
+    assert diff.main([str(old), str(new)]) == 1
+
+
 @pytest.fixture(scope="module")
 def decoy():
     return results("decoy")

@@ -24,6 +24,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from kubeprobe import resources
+from kubeprobe.resources import data
+
 # Newest v1.34 patch that sum.golang.org knows: v1.34.11/.12 are on the proxy but their
 # checksum lookups answer 404, and we do not turn checksum verification off.
 K8S_VERSION = "v1.34.10"
@@ -32,8 +35,7 @@ K8S_BINARIES = ("kubeadm", "kubelet", "kube-apiserver", "kube-controller-manager
 GO_TAGS = "selinux,notest,grpcnotrace"  # upstream's tags (hack/lib/golang.sh)
 WRAPPER_GODEBUG = "godebug default=go1.24"  # godebug only applies from the main module
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-BUILD_DIR = REPO_ROOT / "build"
+BUILD_SOURCES = data("build")  # the Go wrapper modules as shipped (see build_dir)
 
 
 @dataclass(frozen=True)
@@ -85,14 +87,29 @@ def _inputs_digest() -> str:
     h = hashlib.sha256()
     for part in (K8S_VERSION, GO_TAGS, WRAPPER_GODEBUG, ",".join(K8S_BINARIES)):
         h.update(part.encode() + b"\0")
-    for src in sorted((BUILD_DIR / "pause").glob("*.go")):
+    for src in sorted((BUILD_SOURCES / "pause").glob("*.go")):
         h.update(src.read_bytes())
     return h.hexdigest()[:16]
+
+
+def build_dir(paths: BuildPaths) -> Path:
+    """Where the wrapper modules are built: build/ itself in a checkout; installed, a copy in
+    the cache (the build rewrites go.mod and go.sum; site-packages is not ours to write)."""
+    if resources.IN_CHECKOUT:
+        return BUILD_SOURCES
+    work = paths.cache / "build-wrappers"
+    for src in BUILD_SOURCES.rglob("*"):
+        dst = work / src.relative_to(BUILD_SOURCES)
+        if src.is_file() and not dst.exists():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+    return work
 
 
 class Builder:
     def __init__(self, paths: BuildPaths, log=print):
         self.paths = paths
+        self.build_dir = build_dir(paths)
         self.log = log
         self.started = time.monotonic()
         self.k8s_origin: dict = {}
@@ -123,10 +140,10 @@ class Builder:
     # -- Kubernetes -------------------------------------------------------------------
     def k8s_module(self) -> Path:
         """Write build/kubernetes/go.mod from the upstream go.mod and download the graph."""
-        wrapper = BUILD_DIR / "kubernetes"
+        wrapper = self.build_dir / "kubernetes"
         wrapper.mkdir(parents=True, exist_ok=True)
         info = json.loads(self.go(["mod", "download", "-json", f"k8s.io/kubernetes@{K8S_VERSION}"],
-                                  cwd=BUILD_DIR, capture=True))
+                                  cwd=self.build_dir, capture=True))
         # Tag time (and commit, when the proxy knows it) stamp the binaries reproducibly.
         tag = json.loads(Path(info["Info"]).read_text())
         self.k8s_origin = {"commit": (tag.get("Origin") or info.get("Origin") or {}).get("Hash", ""),
@@ -157,7 +174,7 @@ class Builder:
     def build_k8s(self, name: str) -> None:
         out = self.paths.k8s_bin / name
         self.go(["build", "-p", "2", "-trimpath", "-tags", GO_TAGS, "-ldflags", self.k8s_ldflags(),
-                 "-o", str(out), f"k8s.io/kubernetes/cmd/{name}"], cwd=BUILD_DIR / "kubernetes")
+                 "-o", str(out), f"k8s.io/kubernetes/cmd/{name}"], cwd=self.build_dir / "kubernetes")
 
     def check_kubeadm_version(self) -> None:
         raw = subprocess.run([str(self.paths.k8s_bin / "kubeadm"), "version", "-o", "json"],
@@ -169,7 +186,7 @@ class Builder:
 
     # -- etcd ---------------------------------------------------------------------
     def build_etcd(self, version: str) -> Path:
-        wrapper = BUILD_DIR / "etcd"
+        wrapper = self.build_dir / "etcd"
         gomod = wrapper / "go.mod"
         wanted = render_etcd_gomod(version)
         if not gomod.exists() or gomod.read_text().splitlines()[0] != wanted.splitlines()[0]:
@@ -187,7 +204,7 @@ class Builder:
 
     def build_pause(self) -> Path:
         out = self.paths.cache / "pause" / "bin" / "pause"
-        self.go(["build", "-trimpath", "-ldflags", "-s -w", "-o", str(out), "."], cwd=BUILD_DIR / "pause")
+        self.go(["build", "-trimpath", "-ldflags", "-s -w", "-o", str(out), "."], cwd=self.build_dir / "pause")
         return out
 
     def run(self) -> dict:

@@ -16,8 +16,7 @@ from pathlib import Path
 import yaml
 
 from kubeprobe.profiles import KIND_CONFIGS
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from kubeprobe.resources import DATA_ROOT
 PROFILES = KIND_CONFIGS
 POD_SUBNET = "10.244.0.0/16"
 SERVICE_SUBNET = "10.96.0.0/16"
@@ -67,7 +66,7 @@ def kind_mounts(kind_config: dict) -> list[Mount]:
     for node in nodes[:1]:
         for m in node.get("extraMounts") or []:
             host = Path(m["hostPath"])
-            mounts.append(Mount(host if host.is_absolute() else REPO_ROOT / host,
+            mounts.append(Mount(host if host.is_absolute() else DATA_ROOT / host,
                                 Path(m["containerPath"]), bool(m.get("readOnly", False))))
     return mounts
 
