@@ -15,11 +15,12 @@ import pytest
 from kubernetes.client.rest import ApiException
 
 from kubeprobe import auditor
-from kubeprobe.journal import Journal, PlantedFile
+from kubeprobe.journal import Journal
 from kubeprobe.kube import Kube
 from kubeprobe.provenance import sha256_of
 from kubeprobe.reference import DOCS_CONTROLS
 from kubeprobe.reportfiles import write_atomically
+from tests.test_journal import planted
 from tests.test_bad_input import (StandInApiServer, assert_one_clear_line, closed_port,
                                   kubeconfig, load_catalog, run_suite, standin_suite,
                                   throwaway_catalog)
@@ -80,7 +81,7 @@ def test_report_html_is_rendered_from_the_text_of_results_json(tmp_path):
     assert not [p.name for p in reports.iterdir() if p.name.endswith(".tmp")]
     assert document["kubeprobe"]["version"] and document["scheduled"] == 1
     assert document["started_at"] <= document["generated_at"]
-    assert document["benchmarks"]["cis"].startswith("CIS Kubernetes Benchmark")
+    assert document["benchmarks"] == {}    # the throwaway catalog names no benchmark
     assert document["control_reference"] == DOCS_CONTROLS.as_uri()   # reports outside the repo
     assert "standin-runner" in html and "5tand1n0-0000-4000-8000-000000000001" in html
     assert f"report: {reports / 'report.html'}" in done.stdout
@@ -114,7 +115,6 @@ def test_a_run_that_cannot_start_leaves_the_last_report_in_place(tmp_path):
 
 
 def test_a_run_aborted_mid_way_reports_what_it_completed_with_the_reason_on_top(tmp_path):
-    standin_run(tmp_path / "earlier")   # (another directory: this one starts empty)
     done = standin_run(tmp_path, stop_on=lambda method, path, _: path.startswith(
         "/api/v1/nodes") and "labelSelector=kubeprobe.io" not in path)
     line = assert_one_clear_line(done, "stopped answering mid-run (during STANDIN-01)")
@@ -183,11 +183,25 @@ def test_a_failed_cleanup_is_one_line_not_an_http_dump(tmp_path, caplog):
 
     journal = Journal.start(tmp_path, "oneline01")
     journal.cluster = BrokenClusterJournal()
-    entry = journal.intend(PlantedFile("node-a", "local://", "c" * 64,
-                                       "/run/containerd/x/rootfs/tmp/kubeprobe-0a1b2c3d",
-                                       "etcd-node-a", "etcd"), "RUNTIME-07")
+    entry = journal.intend(planted(), "RUNTIME-07")
     with caplog.at_level(logging.WARNING, logger="kubeprobe"):
         journal.undone(entry)
     message, = [r.getMessage() for r in caplog.records]
     assert message == ("cluster journal: cannot strike #1: ApiException: HTTP 500 Internal "
                        "Server Error")
+
+
+def test_changes_since_the_baseline_come_first_after_the_run_identity(tmp_path):
+    from tests.test_diff import P, baseline_file, standin_catalog
+    catalog = standin_catalog(tmp_path, HELD_01="succeeded")
+    baseline = baseline_file(tmp_path, ("HELD-01", P, "BLOCKED (http_401)"))
+    with StandInApiServer() as api:
+        done = run_suite(tmp_path, "--kubeconfig", str(api.kubeconfig(tmp_path)),
+                         "--catalog", str(catalog), "--baseline", str(baseline))
+    assert done.returncode == 1, done.stdout + done.stderr
+    html = (reports_of(tmp_path) / "report.html").read_text()
+    order = [html.index(f'id="{s}"') for s in ("status", "identity", "changes", "summary")]
+    assert order == sorted(order)
+    changes = html.split('id="changes"', 1)[1].split("</section>", 1)[0]
+    assert "<td>Regression</td>" in changes and 'href="#control-HELD-01"' in changes
+    assert auditor._e(str(baseline)) in changes
