@@ -24,7 +24,11 @@ One YAML file (`kubeprobe/catalog.yaml` unless `--catalog` names another). Each 
 
 Top level: `profiles` (name -> description, `default` required), `controls`, and optionally
 `attacks_dir` (the directory of the attack modules, relative to the catalog file; default
-the project's attacks/, installed as kubeprobe.attacks), so another catalog can bring attacks of its own.
+the project's attacks/, installed as kubeprobe.attacks), so another catalog can bring attacks of
+its own, and `benchmarks`: the benchmarks' names (`cis`, `mitre`), and the titles of the CIS
+sections (`cis_sections`: "4.2" -> "Worker Nodes: Kubelet") and the names of the ATT&CK
+techniques (`mitre_techniques`: "T1613" -> "Container and Resource Discovery") the mappings
+use, for the report and the control reference.
 """
 from __future__ import annotations
 
@@ -84,6 +88,7 @@ class Catalog:
     profiles: dict[str, str]
     controls: tuple[Control, ...]
     attacks_dir: Path = ATTACKS_DIR
+    benchmarks: dict[str, Any] = field(default_factory=dict)
 
     def get(self, control_id: str) -> Control:
         for control in self.controls:
@@ -224,6 +229,7 @@ def load_catalog(path: Path | str = DEFAULT_CATALOG, attacks_dir: Path | None = 
         attacks_dir = (path.parent / own) if own else ATTACKS_DIR
         if not attacks_dir.is_dir():
             raise _fail(path, "attacks_dir", f"{attacks_dir} is not a directory")
+    benchmarks = _benchmarks(doc.get("benchmarks"), path)
     controls = tuple(_parse_control(raw, path, i, profiles, attacks_dir)
                      for i, raw in enumerate(doc["controls"]))
     seen: set[str] = set()
@@ -232,7 +238,31 @@ def load_catalog(path: Path | str = DEFAULT_CATALOG, attacks_dir: Path | None = 
             raise _fail(path, f"control {control.id}", "duplicate id")
         seen.add(control.id)
     return Catalog(path=path, profiles=dict(profiles), controls=controls,
-                   attacks_dir=Path(attacks_dir))
+                   attacks_dir=Path(attacks_dir), benchmarks=benchmarks)
+
+
+_BENCHMARK_NAMES = ("cis", "mitre")
+_BENCHMARK_TABLES = ("cis_sections", "mitre_techniques")
+
+
+def _benchmarks(raw: Any, path: Path) -> dict[str, Any]:
+    """The optional `benchmarks` block: names are strings, tables map ids to strings."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise _fail(path, "benchmarks", "must be a mapping")
+    unknown = sorted(set(raw) - set(_BENCHMARK_NAMES) - set(_BENCHMARK_TABLES))
+    if unknown:
+        raise _fail(path, "benchmarks", f"unknown field(s) {', '.join(map(str, unknown))}")
+    for key in _BENCHMARK_NAMES:
+        if key in raw and not isinstance(raw[key], str):
+            raise _fail(path, f"benchmarks.{key}", "must be a string")
+    for key in _BENCHMARK_TABLES:
+        table = raw.get(key, {})
+        if not isinstance(table, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in table.items()):
+            raise _fail(path, f"benchmarks.{key}", "must map ids (quoted strings) to names")
+    return {key: raw[key] for key in raw}
 
 
 def load_attack(name: str, attacks_dir: Path = ATTACKS_DIR):

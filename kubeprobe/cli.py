@@ -15,6 +15,8 @@
                                         nothing is left (see kubeprobe/sweep.py)
     kubeprobe lab build|up|down|status  the local lab cluster (see kubeprobe/lab)
     kubeprobe rules generate ALLOWLIST  Falco rules from a kube-system allowlist
+    kubeprobe docs controls [--check]   write docs/controls.md from the catalog and the attack
+                                        docstrings (--check: exit 1 when it is stale)
 """
 from __future__ import annotations
 
@@ -72,7 +74,13 @@ def _sweep(argv: list[str]) -> int:
     return sweep_main(argv)
 
 
-COMMANDS = {"run": _run, "catalog": _catalog, "diff": _diff, "sweep": _sweep, "lab": _lab, "rules": _rules}
+def _docs(argv: list[str]) -> int:
+    from kubeprobe.reference import main as docs_main
+    return docs_main(argv)
+
+
+COMMANDS = {"run": _run, "catalog": _catalog, "diff": _diff, "sweep": _sweep, "lab": _lab,
+            "rules": _rules, "docs": _docs}
 
 
 def main(argv: list[str] | None = None) -> int:

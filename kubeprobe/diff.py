@@ -82,6 +82,12 @@ def load_results(path: Path | str) -> dict[str, Any]:
         raise bad(f"`tool` is {doc.get('tool')!r}, not 'kubeprobe'")
     if doc.get("schema") != 1:
         raise bad(f"`schema` is {doc.get('schema')!r}; this kubeprobe reads schema 1")
+    if doc.get("cannot_start"):
+        # Comparing with a run that judged nothing would make every control "added": no
+        # regression could ever show. The last run that did judge is kept beside it.
+        raise ResultsError(f"{path}: the results of a run that could not start "
+                           f"({doc.get('error', 'no reason recorded')}); the run before it "
+                           f"is {path.with_name('results.previous.json')}")
     controls = doc.get("controls")
     if not isinstance(controls, list):
         raise bad("`controls` is missing or not a list")

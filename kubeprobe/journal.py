@@ -34,6 +34,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from kubeprobe.errors import one_line
+
 log = logging.getLogger("kubeprobe")
 
 FORMAT_VERSION = 1
@@ -331,12 +333,14 @@ class Journal:
             try:
                 self._write({"event": "undone", "seq": entry.seq})
             except OSError as exc:
-                log.warning("journal %s: cannot record undone #%d: %s", self.path, entry.seq, exc)
+                log.warning("journal %s: cannot record undone #%d: %s", self.path, entry.seq,
+                            one_line(exc))
             if self.cluster is not None and ClusterJournal.needs(entry.undo):
                 try:
                     self.cluster.clear(entry)
                 except Exception as exc:  # noqa: BLE001 - best effort, said in the log
-                    log.warning("cluster journal: cannot strike #%d: %s", entry.seq, exc)
+                    log.warning("cluster journal: cannot strike #%d: %s", entry.seq,
+                                one_line(exc))
 
     @property
     def pending(self) -> list[Entry]:

@@ -15,6 +15,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from kubeprobe.context import RUN_ID_LABEL
+from kubeprobe.errors import one_line
 from kubeprobe.journal import KINDS, ObjectRef
 
 
@@ -179,6 +180,28 @@ class Kube:
         info = client.VersionApi(self.api_client).get_code(
             _request_timeout=(self.timeout[0], 2 * self.timeout[0]))
         return {"gitVersion": info.git_version, "platform": info.platform}
+
+    def namespace_uid(self, name: str) -> str:
+        """The namespace's UID: kube-system's names the cluster (a rebuilt cluster under the
+        same address has another). 'unknown (<why>)' when it cannot be read."""
+        try:
+            namespace = self.core.read_namespace(name, _request_timeout=self.timeout)
+        except Exception as exc:  # noqa: BLE001 - the report says why it is unknown
+            return f"unknown ({one_line(exc)})"
+        return namespace.metadata.uid or "unknown (no uid in the answer)"
+
+    def runner_identity(self) -> str:
+        """Who the API server says the runner's own credentials are (SelfSubjectReview,
+        authentication.k8s.io/v1): 'name (groups: ...)', or 'unknown (<why>)'."""
+        try:
+            review = client.AuthenticationV1Api(self.api_client).create_self_subject_review(
+                client.V1SelfSubjectReview(), _request_timeout=self.timeout)
+        except Exception as exc:  # noqa: BLE001 - the report says why it is unknown
+            return f"unknown (SelfSubjectReview: {one_line(exc)})"
+        user = review.status.user_info if review.status else None
+        if user is None or not user.username:
+            return "unknown (SelfSubjectReview answered without a username)"
+        return f"{user.username} (groups: {', '.join(user.groups or []) or 'none'})"
 
     def alive(self, attempts: int = 2) -> bool:
         """Does the API server still answer (any HTTP status counts as an answer)? Asked up

@@ -1,5 +1,7 @@
 """The pytest plugin: options, the target and suite fixtures, verdicts as test outcomes, and
-the reports (pytest-html columns and evidence, results.json, JUnit properties).
+the reports: results.json, kubeprobe's own report.html rendered from it, junit.xml (all in
+--reports-dir, written atomically: kubeprobe.reportfiles), and pytest-html's report with
+kubeprobe's columns and evidence when `--html FILE` asks for it.
 
 Exit codes: 0 every control held (PASS, or SKIP/NOT-VERIFIED with a reason), 1 a control
 FAILED or could not be judged (ERROR), 2 the suite could not run (bad option, bad target,
@@ -16,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import importlib.util
-import json
 import math
 import os
 import re
@@ -34,6 +35,9 @@ from kubeprobe.interrupts import InterruptGuard, shielded
 from kubeprobe.journal import ClusterJournal, Journal
 from kubeprobe.kube import Kube, TargetError
 from kubeprobe.outcome import Verdict
+from kubeprobe.provenance import sha256_of
+from kubeprobe.reference import DOCS_CONTROLS
+from kubeprobe.reportfiles import REPORT, ReportFiles
 from kubeprobe.suite import Suite, SuiteAbort, new_run_id
 from kubeprobe.targets import KIND_CONFIGS, TARGET_KINDS, TargetOptions, resolve
 
@@ -45,6 +49,11 @@ SUITE_KEY = pytest.StashKey["object"]()
 END_KEY = pytest.StashKey[list]()
 ABORTED_KEY = pytest.StashKey[bool]()  # the run ended at once: the API server went away
 GUARD_KEY = pytest.StashKey[InterruptGuard]()  # SIGINT/SIGTERM: cleanups first
+FILES_KEY = pytest.StashKey[ReportFiles]()     # the run's reports directory
+STARTED_KEY = pytest.StashKey[str]()
+EXIT_LINE_KEY = pytest.StashKey[str]()   # the `kubeprobe:` line of pytest.exit, for the reports
+# pytest-html's report, when --html names kubeprobe's own report.html
+PYTEST_HTML_INSTEAD = "pytest-html.html"
 BASELINE_KEY = pytest.StashKey[dict]()  # the --baseline results.json, checked before the run
 DIFF_KEY = pytest.StashKey[dict]()  # diff, others, the gated exit status (pytest_sessionfinish)
 EXIT_CANNOT_RUN = 2
@@ -157,19 +166,62 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "lab: needs root and the lab binaries")
     if not _runs_suites(config):
         return
+    config.stash[STARTED_KEY] = report.now()
+    try:
+        _configure_suite(config)
+    except pytest.exit.Exception as exc:   # refused before the run: results.json says why
+        _record_refusal(config, str(exc.msg))
+        raise
+
+
+def _configure_suite(config: pytest.Config) -> None:
     _validate_options(config)
-    # The suite always leaves the three reports behind; explicit options still win.
     reports = _writable_reports_dir(config.getoption("reports_dir"))
-    if getattr(config.option, "htmlpath", None) is None:
-        config.option.htmlpath = str(reports / "report.html")
-        config.option.self_contained_html = True
-    if getattr(config.option, "xmlpath", None) is None:
-        config.option.xmlpath = str(reports / "junit.xml")
-    config.stash[RESULT_KEY] = reports / "results.json"
+    files = ReportFiles(reports)
+    _route_pytest_html(config, reports)
+    if getattr(config.option, "xmlpath", None) is None:   # --junitxml: the user's own file
+        config.option.xmlpath = files.claim_junit()
+    config.stash[FILES_KEY] = files
     _load_controls(config)
+    config.pluginmanager.register(_ExitLine(config), "kubeprobe-exit-line")
     guard = InterruptGuard(say=lambda line: _say(config, line))
     if guard.install():
         config.stash[GUARD_KEY] = guard
+
+
+def _route_pytest_html(config: pytest.Config, reports: Path) -> None:
+    """kubeprobe's report is always <reports-dir>/report.html; pytest-html writes only where
+    --html says, and goes next to it when --html names that very file."""
+    htmlpath = getattr(config.option, "htmlpath", None)
+    if htmlpath is None:
+        return
+    if Path(htmlpath).resolve() == (reports / REPORT).resolve():
+        config.option.htmlpath = str(reports / PYTEST_HTML_INSTEAD)
+        _say(config, f"kubeprobe: {reports / REPORT} is kubeprobe's own report; pytest-html's "
+                     f"goes to {config.option.htmlpath} instead")
+
+
+class _ExitLine:
+    """Keeps the message of the pytest.exit that ends a run (its one `kubeprobe:` line) for
+    the reports: on top of report.html, `error` in results.json."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_keyboard_interrupt(self, excinfo) -> None:
+        if isinstance(excinfo.value, pytest.exit.Exception):
+            self.config.stash[EXIT_LINE_KEY] = str(excinfo.value.msg)
+
+
+def _record_refusal(config: pytest.Config, line: str) -> None:
+    """An option refused before anything ran: results.json says so, when the reports
+    directory can be written at all (report.html and junit.xml are left alone)."""
+    with contextlib.suppress(OSError):
+        directory = Path(config.getoption("reports_dir"))
+        directory.mkdir(parents=True, exist_ok=True)
+        files = config.stash.get(FILES_KEY, None) or ReportFiles(directory)
+        files.cannot_start(report.cannot_start_document(
+            _run_facts(config, line), _known_environment(config), {}))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -584,16 +636,35 @@ def _end_problems(config: pytest.Config) -> list[str]:
     return problems
 
 
-@pytest.hookimpl(trylast=True)  # after the session fixtures' teardown (runner's sessionfinish)
+@pytest.hookimpl(trylast=True)  # after the session fixtures' teardown and junitxml's file
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if _end_problems(session.config):
+    config = session.config
+    problems = _end_problems(config)
+    if problems:
         session.exitstatus = EXIT_CANNOT_RUN
-    path = session.config.stash.get(RESULT_KEY, None)
-    state = session.config.stash.get(SUITE_KEY, None)
-    if path is None or not state or "suite" not in state:
+    files = config.stash.get(FILES_KEY, None)
+    if files is None:
         return
-    suite: Suite = state["suite"]
-    payload = report.results_document(suite, session.exitstatus)
+    if config.option.collectonly:
+        files.drop_junit()
+        return
+    state = config.stash.get(SUITE_KEY, None) or {}
+    suite: Suite | None = state.get("suite")
+    facts = _run_facts(config, _exit_line(config, problems))
+    if suite is None or (session.exitstatus == EXIT_CANNOT_RUN and not suite.results):
+        environment = (report._environment(suite) if suite is not None
+                       else _known_environment(config))
+        files.cannot_start(report.cannot_start_document(
+            facts, environment, state["catalog"].benchmarks if state else {},
+            exitstatus=int(session.exitstatus)))
+        return
+    payload = _with_baseline(session, report.results_document(suite, session.exitstatus, facts))
+    files.publish(payload)
+
+
+def _with_baseline(session: pytest.Session, payload: dict) -> dict:
+    """With --baseline: the baseline diff in the document (before the controls), and the
+    exit status --fail-on makes of it."""
     config = session.config
     baseline = config.stash.get(BASELINE_KEY, None)
     changes, others = None, []
@@ -605,14 +676,52 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     payload["exit_status"] = int(session.exitstatus)
     config.stash[DIFF_KEY] = {"diff": changes, "others": others,
                               "exit_status": int(session.exitstatus)}
-    path.write_text(json.dumps(payload, indent=2, default=str))
+    return payload
+
+
+def _exit_line(config: pytest.Config, problems: list[str]) -> str | None:
+    """The one `kubeprobe:` line the run ends with: pytest.exit's (refused, aborted), else
+    the end problems' (cleanup failed, interrupted)."""
+    if EXIT_LINE_KEY in config.stash:
+        return config.stash[EXIT_LINE_KEY]
+    return "kubeprobe: " + "; ".join(problems) if problems else None
+
+
+def _run_facts(config: pytest.Config, error: str | None) -> report.RunFacts:
+    state = config.stash.get(SUITE_KEY, None) or {}
+    scheduled = state.get("scheduled")
+    return report.RunFacts(started_at=config.stash.get(STARTED_KEY, report.now()),
+                           scheduled=len(scheduled) if scheduled is not None else None,
+                           error=error, control_reference=_control_reference(config))
+
+
+def _control_reference(config: pytest.Config) -> str | None:
+    """docs/controls.md, which the report's rows link to: relative to a reports directory
+    inside the checkout (reports/: `../docs/controls.md`), else its file:// URL."""
+    if not DOCS_CONTROLS.is_file():
+        return None
+    reports = Path(config.getoption("reports_dir")).resolve()
+    if resources.IN_CHECKOUT and resources.CHECKOUT in (reports, *reports.parents):
+        return Path(os.path.relpath(DOCS_CONTROLS, reports)).as_posix()
+    return DOCS_CONTROLS.as_uri()
+
+
+def _known_environment(config: pytest.Config) -> dict[str, str]:
+    """What a run that never reached its target can say about itself."""
+    catalog = Path(config.getoption("catalog"))
+    return {"Run id": config.getoption("run_id") or "not assigned",
+            "Target": f"--target {config.getoption('target')}"
+                      + (f" --kubeconfig {config.getoption('kubeconfig')}"
+                         if config.getoption("kubeconfig") else ""),
+            "Profile": str(config.getoption("profile")), "Catalog": str(catalog),
+            "Catalog (sha256)": sha256_of(catalog) or "unreadable"}
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     state = config.stash.get(SUITE_KEY, None)
     if state and "suite" in state:
         report.terminal_summary(terminalreporter, state["suite"],
-                                config.stash.get(RESULT_KEY, None),
+                                config.stash.get(FILES_KEY, None),
                                 config.stash.get(DIFF_KEY, None), config.getoption("fail_on"))
     problems = _end_problems(config)
     if problems:  # one line, whatever the count: exit 2

@@ -1,19 +1,21 @@
-"""Reports: the HTML evidence per control (pytest-html), results.json, the terminal summary."""
+"""Reports: results.json (the document kubeprobe's own report.html is rendered from, see
+kubeprobe.auditor and kubeprobe.reportfiles), the pytest-html columns and evidence (when
+`--html` asks for pytest-html's report), the terminal summary."""
 from __future__ import annotations
 
 import html
 import json
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import yaml
 
+from kubeprobe.provenance import sha256_of, tool_identity
+
 VERDICT_COLOURS = {"PASS": "#1a7f37", "FAIL": "#cf222e", "ERROR": "#9a6700",
                    "SKIP": "#57606a", "NOT-VERIFIED": "#8250df"}
-EXIT_MEANING = {0: "every control held", 1: "a control failed or could not be judged",
-                2: "the suite could not run"}
 
 
 def _e(value: Any) -> str:
@@ -138,18 +140,51 @@ def _environment(suite) -> dict[str, str]:
             pass
     return {"Run id": suite.run_id, "Target": suite.target.description,
             "API server": suite.kube.server_url, "Profile": suite.profile,
-            "Catalog": str(suite.catalog.path)}
+            "Catalog": str(suite.catalog.path),
+            "Catalog (sha256)": sha256_of(suite.catalog.path) or "unreadable"}
 
 
-def results_document(suite, exitstatus: int) -> dict[str, Any]:
-    counts = Counter(r.verdict.value for r in suite.ordered_results)
-    return {"tool": "kubeprobe", "schema": 1,
-            "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "environment": _environment(suite),
-            "exit_status": int(exitstatus),
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What the plugin knows about the run beyond the suite: when it started, how many
+    controls were scheduled, the one `kubeprobe:` line it ends with (if any), and where the
+    control reference is from the reports directory."""
+    started_at: str
+    scheduled: int | None = None
+    error: str | None = None
+    control_reference: str | None = None
+
+
+def _frame(facts: RunFacts, exitstatus: int, environment: dict, benchmarks: dict) -> dict:
+    document = {"tool": "kubeprobe", "schema": 1, "kubeprobe": tool_identity(),
+                "started_at": facts.started_at, "generated_at": now(),
+                "environment": environment, "exit_status": int(exitstatus)}
+    if facts.error:
+        document["error"] = facts.error
+    document.update(scheduled=facts.scheduled, benchmarks=benchmarks,
+                    control_reference=facts.control_reference)
+    return document
+
+
+def results_document(suite, exitstatus: int, facts: RunFacts) -> dict[str, Any]:
+    results = suite.ordered_results
+    counts = Counter(r.verdict.value for r in results)
+    return {**_frame(facts, exitstatus, _environment(suite), suite.catalog.benchmarks),
             "summary": dict(sorted(counts.items())),
             "alert_receivers": _receivers(suite),
-            "controls": [r.to_json() for r in suite.ordered_results]}
+            "controls": [r.to_json() for r in results]}
+
+
+def cannot_start_document(facts: RunFacts, environment: dict, benchmarks: dict,
+                          exitstatus: int = 2) -> dict[str, Any]:
+    """A run that ends before any control ran (exit 2: refused, no cluster, ...): why, and
+    nothing else (report.html and junit.xml are the previous run's; kubeprobe.reportfiles)."""
+    return {**_frame(facts, exitstatus, environment, benchmarks), "cannot_start": True,
+            "summary": {}, "controls": []}
 
 
 def with_baseline_diff(payload: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
@@ -166,8 +201,8 @@ def _receivers(suite) -> dict[str, Any]:
             if hasattr(source, "status")}
 
 
-def terminal_summary(terminalreporter, suite, results_path: Path | None,
-                     gated: dict | None = None, fail_on: str = "failure") -> None:
+def terminal_summary(terminalreporter, suite, files, gated: dict | None = None,
+                     fail_on: str = "failure") -> None:
     """The baseline diff first (when --baseline was given), then the verdicts, the receivers,
     where the reports are, and what --fail-on regression made of the exit code."""
     from kubeprobe import diff
@@ -190,8 +225,12 @@ def terminal_summary(terminalreporter, suite, results_path: Path | None,
                           f"POST(s), none ingested: " + ", ".join(
                               f"{n} x {why}" for why, n in status["refused"].items()),
                           yellow=True)
-    if results_path is not None:
-        tr.write_line(f"results: {results_path}  report: {results_path.parent / 'report.html'}")
+    if files is not None and files.published:
+        tr.write_line(f"results: {files.path('results.json')}  report: "
+                      f"{files.path('report.html')}")
+    elif files is not None:
+        tr.write_line(f"results: {files.path('results.json')} (this run judged no control: "
+                      f"report.html and junit.xml are the previous run's)")
     if fail_on == "regression" and gated is not None and gated["exit_status"] in (0, 1):
         if changes is None:
             tr.write_line("kubeprobe: --fail-on regression without --baseline: no earlier run "

@@ -25,6 +25,7 @@ from kubeprobe.interrupts import InterruptGuard, shielded
 from kubeprobe.kube import Kube, RunNamespace
 from kubeprobe.net import RunnerTransport, Transport
 from kubeprobe.outcome import Expectation, Observation, Verdict, judge
+from kubeprobe.provenance import sha256_of
 from kubeprobe.targets import Target
 
 CLOCK_SKEW = timedelta(seconds=2)
@@ -375,10 +376,14 @@ class Suite:
 
     @cached_property
     def environment(self) -> dict[str, str]:
-        """Read once, at the start: the cluster may be gone when the reports are written."""
+        """Read once, at the start: the cluster may be gone when the reports are written.
+        Names the cluster (API server, version, kube-system's UID), the runner as the API
+        server authenticated it, and the sha256 of the files that decide the verdicts."""
         version = self.kube.server_version()
         return {"Run id": self.run_id, "Target": self.target.description,
                 "Kubernetes": version["gitVersion"], "API server": self.kube.server_url,
+                "kube-system UID": self.kube.namespace_uid("kube-system"),
+                "Runner": self.kube.runner_identity(),
                 "Context": self.kube.context or "current", "Profile": self.profile,
                 "Alert sources": ", ".join(
                     f"{n} ({s.describe() if hasattr(s, 'describe') else type(s).__name__})"
@@ -386,9 +391,10 @@ class Suite:
                 or "none",
                 "Falco": "; ".join(filter(None, [self.target.falco,
                                                  falco.describe(self.kube, self.falco_namespace)])),
-                "Falco rules (sha256)": ", ".join(f"{name} {digest[:16]}" for name, digest
+                "Falco rules (sha256)": ", ".join(f"{name} {digest}" for name, digest
                                                   in falco.rules_hashes().items()),
-                "Catalog": str(self.catalog.path)}
+                "Catalog": str(self.catalog.path),
+                "Catalog (sha256)": sha256_of(self.catalog.path) or "unreadable"}
 
     def run_control(self, control: Control) -> ControlResult:
         """Attack every endpoint of the control, judge, collect the evidence. SuiteAbort when

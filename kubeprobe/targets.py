@@ -21,6 +21,7 @@ from typing import Callable
 import yaml
 
 from kubeprobe import falco, images
+from kubeprobe.errors import one_line
 from kubeprobe.kube import TargetError
 from kubeprobe.profiles import KIND_CONFIGS, manifest_files
 from kubeprobe.resources import DATA_ROOT
@@ -46,8 +47,8 @@ class Target:
             step = self.teardown.pop()
             try:
                 step()
-            except Exception as exc:  # noqa: BLE001 - reported, never hidden
-                errors.append(f"{type(exc).__name__}: {exc}")
+            except Exception as exc:  # noqa: BLE001 - reported, never hidden (on one line)
+                errors.append(one_line(exc, 300))
         return errors
 
 

@@ -30,6 +30,13 @@ ETCD_POD = {"metadata": {"name": "etcd-standin-node", "namespace": "kube-system"
                                      "command": ["etcd", "--name=standin"]}]},
             "status": {"hostIP": "127.0.0.1", "phase": "Running"}}
 
+KUBE_SYSTEM = {"kind": "Namespace", "apiVersion": "v1",
+               "metadata": {"name": "kube-system", "uid": "5tand1n0-0000-4000-8000-000000000001"}}
+SELF_SUBJECT_REVIEW = {"kind": "SelfSubjectReview", "apiVersion": "authentication.k8s.io/v1",
+                       "metadata": {}, "status": {"userInfo": {
+                           "username": "standin-runner",
+                           "groups": ["standin:admins", "system:authenticated"]}}}
+
 # (method, path, headers) -> True to stop answering at this request
 StopRule = Callable[[str, str, dict], bool]
 
@@ -99,6 +106,10 @@ class StandInApiServer:
         query = urlsplit(path).query
         if method == "GET" and route == "/version":
             return 200, VERSION
+        if method == "GET" and route == "/api/v1/namespaces/kube-system":
+            return 200, KUBE_SYSTEM
+        if method == "POST" and route == "/apis/authentication.k8s.io/v1/selfsubjectreviews":
+            return 201, SELF_SUBJECT_REVIEW
         if method == "GET" and route == "/api/v1/nodes":
             return 200, {"kind": "NodeList", "apiVersion": "v1", "metadata": {}, "items": [NODE]}
         if method == "GET" and route.endswith("/pods"):

@@ -11,6 +11,7 @@ import yaml
 from kubeprobe.catalog import (DEFAULT_CATALOG, CatalogError, attack_module_path, load_attack,
                                load_catalog)
 from kubeprobe.outcome import Expectation
+from kubeprobe.reference import cis_section
 from kubeprobe.discovery import KINDS
 
 CATALOG = load_catalog()
@@ -87,3 +88,19 @@ def test_cli_catalog_lists_controls_and_rejects_malformed(tmp_path):
                              str(bad)], capture_output=True, text=True)
     assert failed.returncode == 2
     assert failed.stderr.count("\n") == 1 and "malformed catalog" in failed.stderr
+
+
+def test_every_mapping_is_named_for_the_report():
+    """The report's CIS and ATT&CK tables and docs/controls.md show names, not bare ids."""
+    sections = CATALOG.benchmarks["cis_sections"]
+    techniques = CATALOG.benchmarks["mitre_techniques"]
+    used_sections = {cis_section(i) for c in CATALOG.controls for i in c.mappings["cis"]}
+    used_techniques = {t for c in CATALOG.controls for t in c.mappings["mitre"]}
+    assert used_sections <= set(sections), used_sections - set(sections)
+    assert used_techniques <= set(techniques), used_techniques - set(techniques)
+
+
+def test_malformed_benchmarks_block_names_the_field(tmp_path):
+    path = _mutated(tmp_path, lambda doc: doc["benchmarks"].update(cis_sections={4.2: "x"}))
+    with pytest.raises(CatalogError, match="benchmarks.cis_sections: must map ids"):
+        load_catalog(path)

@@ -153,6 +153,12 @@ BAD_FILES = {
                     '"title": "t", "verdict": "PASS"}]}', "controls[0]: `observed` is missing"),
     "duplicate": (json.dumps(doc(("A-01", P, "x"), ("A-01", F, "y"))),
                   "controls[1]: control A-01 appears twice"),
+    # A run that judged nothing is no baseline: every control would be "added", and the
+    # regression gate could never close.
+    "cannot-start": ('{"tool": "kubeprobe", "schema": 1, "cannot_start": true, "controls": [],'
+                     ' "error": "kubeprobe: no cluster"}',
+                     "the results of a run that could not start (kubeprobe: no cluster); the "
+                     "run before it is"),
 }
 
 

@@ -99,7 +99,7 @@ def test_checkout_reads_its_own_tree():
 WHEEL_CHECK = """
 import json
 from pathlib import Path
-from kubeprobe import agent, falco, profiles, resources
+from kubeprobe import agent, auditor, falco, profiles, reference, resources
 from kubeprobe.catalog import load_catalog
 from kubeprobe.lab import build, config
 catalog = load_catalog()
@@ -118,6 +118,8 @@ print(json.dumps({
     "falco_rules": sorted(falco.rules_hashes()),
     "agent_source_hash": agent.source_hash(),
     "reports_default": str(resources.DEFAULT_REPORTS),
+    "report_files": [str(p) for p in (auditor.ASSETS / "report.css", auditor.ASSETS / "report.js",
+                                      reference.DOCS_CONTROLS) if Path(p).is_file()],
 }))
 """
 
@@ -173,6 +175,8 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_outside_a_checkout(tmp_path):
     assert found["falco_rules"] == ["kubeprobe_rules.yaml"]
     assert found["agent_source_hash"] == agent.source_hash()  # same probe image tag
     assert found["reports_default"] == "reports"
+    assert len(found["report_files"]) == 3, found["report_files"]   # the report's CSS, JS
+    assert all(Path(p).is_relative_to(site) for p in found["report_files"])  # and reference
 
     catalog = run("kubeprobe", "catalog")
     assert catalog.returncode == 0, catalog.stderr
