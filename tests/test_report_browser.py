@@ -49,10 +49,12 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason=(
 
 def cases() -> list[tuple[str, Path, Path]]:
     """(name, results.json, directory of the report and its screenshots)."""
-    found = [("fixture", FIXTURE, Path(ARTIFACTS or REPO / "reports" / "browser") / "fixture")]
+    # Absolute: .ci/run names its reports relative to the checkout, and a file:// URL cannot be.
+    artifacts = Path(ARTIFACTS).resolve() if ARTIFACTS else None
+    found = [("fixture", FIXTURE, (artifacts or REPO / "reports" / "browser") / "fixture")]
     for lab in ("hardened", "weak") if CI_REPORTS else ():
-        found.append((lab, Path(CI_REPORTS) / lab / "results.json",
-                      Path(ARTIFACTS) / lab if ARTIFACTS else Path(CI_REPORTS) / lab))
+        ci = Path(CI_REPORTS).resolve()
+        found.append((lab, ci / lab / "results.json", artifacts / lab if artifacts else ci / lab))
     return found
 
 
