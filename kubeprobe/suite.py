@@ -206,6 +206,7 @@ class Suite:
     _deadline: float | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stopping: threading.Event = field(default_factory=threading.Event)
+    _timed_out: set[str] = field(default_factory=set)
     _pod_lock: threading.Lock = field(default_factory=threading.Lock)
     _pod_transport_error: Unavailable | None = None
 
@@ -345,6 +346,7 @@ class Suite:
                                    " s) passed before this control finished",
                                    datetime.now(timezone.utc).isoformat(timespec="seconds"), 0.0)
             with self._lock:
+                self._timed_out.add(control.id)
                 self.results.append(result)
             return result
 
@@ -407,7 +409,9 @@ class Suite:
                                    time.monotonic() - clock, list(endpoints),
                                    configuration or {})
             with self._lock:
-                self.results.append(result)
+                # A control that outlived the run's deadline already has its ERROR row.
+                if control.id not in self._timed_out:
+                    self.results.append(result)
             return result
 
         if control.intrusive and not self.intrusive and self.target.kind == "existing":
