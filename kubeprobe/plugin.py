@@ -71,6 +71,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--context", default=None, help="kubeconfig context to use")
     group.addoption("--cluster-profile", default="hardened",
                     help="profile of the cluster the suite builds (kind, lab): hardened or weak")
+    group.addoption("--k8s-version", default=None, metavar="V",
+                    help="Kubernetes version of the cluster the suite builds (lab, kind): a "
+                         "supported minor (1.35, 1.36, 1.37) or patch; default: the newest")
     group.addoption("--keep-cluster", action="store_true",
                     help="do not delete the kind cluster / stop the lab at the end")
     group.addoption("--profile", default="default",
@@ -318,6 +321,12 @@ def _validate_options(config: pytest.Config) -> None:
     if opt.cluster_profile not in KIND_CONFIGS:
         _cannot_run(f"--cluster-profile {opt.cluster_profile!r}: must be one of "
                     f"{', '.join(sorted(KIND_CONFIGS))}")
+    if opt.k8s_version is not None:
+        from kubeprobe.lab.build import resolve_version
+        try:
+            opt.k8s_version = resolve_version(opt.k8s_version)
+        except ValueError as exc:
+            _cannot_run(f"--k8s-version: {exc}")
     for name in ("connect_timeout", "read_timeout", "alert_timeout", "deadline"):
         _seconds(config, name)
     if not str(opt.parallelism).isdigit() or not 1 <= int(opt.parallelism) <= 64:
@@ -418,6 +427,7 @@ def kubeprobe_target(request: pytest.FixtureRequest):
                          kubeconfig=config.getoption("kubeconfig"),
                          context=config.getoption("context"),
                          cluster_profile=config.getoption("cluster_profile"),
+                         k8s_version=config.getoption("k8s_version"),
                          keep_cluster=config.getoption("keep_cluster"), run_id=run_id,
                          extra_images=_agent_image(config),
                          install_falco=not config.getoption("no_falco"))

@@ -385,6 +385,7 @@ class Suite:
         return {"Run id": self.run_id, "Target": self.target.description,
                 "Kubernetes": version["gitVersion"], "API server": self.kube.server_url,
                 "kube-system UID": self.kube.namespace_uid("kube-system"),
+                "Node cgroups": evidence.node_cgroups(self.kube, self._node_names()),
                 "Runner": self.kube.runner_identity(),
                 "Context": self.kube.context or "current", "Profile": self.profile,
                 "Alert sources": ", ".join(
@@ -397,6 +398,14 @@ class Suite:
                                                   in falco.rules_hashes().items()),
                 "Catalog": str(self.catalog.path),
                 "Catalog (sha256)": sha256_of(self.catalog.path) or "unreadable"}
+
+    def _node_names(self) -> list[str] | None:
+        try:
+            nodes = self.kube.core.list_node(label_selector=f"!{RUN_ID_LABEL}",
+                                             _request_timeout=self.kube.timeout)
+        except Exception:  # noqa: BLE001 - the environment line then says it is unknown
+            return None
+        return [n.metadata.name for n in nodes.items]
 
     def run_control(self, control: Control) -> ControlResult:
         """Attack every endpoint of the control, judge, collect the evidence. SuiteAbort when

@@ -12,8 +12,14 @@ from kubeprobe.lab.cluster import LabError
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kubeprobe lab", description="single-node Kubernetes lab on this host")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("build", help="build Kubernetes, etcd and pause from the Go module proxy (cached)")
+    versions = ", ".join(f"{m} ({v})" for m, v in build.SUPPORTED.items())
+    b = sub.add_parser("build", help="build Kubernetes, etcd and pause from the Go module proxy (cached)")
+    b.add_argument("--k8s-version", metavar="V", help=f"a supported minor or patch: {versions}; "
+                   f"default {build.DEFAULT_VERSION}")
+    b.add_argument("--all", action="store_true", help="every supported minor, side by side")
     up = sub.add_parser("up", help="start the lab")
+    up.add_argument("--k8s-version", metavar="V", help=f"Kubernetes version to run ({versions}); "
+                    f"default {build.DEFAULT_VERSION}; it must be built")
     up.add_argument("--profile", choices=sorted(cluster.config.PROFILES), required=True)
     up.add_argument("--image", action="append", default=[], type=Path, metavar="TAR",
                     help="extra docker-archive tar to import into the node (repeatable)")
@@ -26,9 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
         if args.command == "build":
-            build.build()
+            for version in (build.SUPPORTED.values() if args.all else [args.k8s_version]):
+                build.build(version)
         elif args.command == "up":
-            state = cluster.up(args.profile, args.image)
+            state = cluster.up(args.profile, args.image, version=args.k8s_version)
             print(f"lab up: profile={state.profile} node={state.node_name} ip={state.node_ip} "
                   f"kubeconfig={state.kubeconfig}")
         elif args.command == "down":
@@ -50,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     except LabError as exc:
         print(f"kubeprobe lab: {exc}", file=sys.stderr)
         return 2
-    except RuntimeError as exc:  # build failures
+    except (RuntimeError, ValueError) as exc:  # build failures, unsupported versions
         print(f"kubeprobe lab: {exc}", file=sys.stderr)
         return 1
     return 0

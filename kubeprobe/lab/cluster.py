@@ -114,8 +114,9 @@ def status() -> LabState | None:
 
 # -- up ---------------------------------------------------------------------------------
 class _Up:
-    def __init__(self, profile: str, extra_images: Sequence[Path], log: Callable[[str], None]):
+    def __init__(self, profile: str, extra_images: Sequence[Path], log: Callable[[str], None], version: str):
         self.profile = profile
+        self.version = version
         self.extra_images = [Path(p) for p in extra_images]
         self.log = log
         self.t0 = time.monotonic()
@@ -149,9 +150,10 @@ class _Up:
         busy = sorted(set(PORTS) & host.listening_ports())
         if busy:
             raise LabError("port(s) already in use: " + ", ".join(f"{p} ({PORTS[p]})" for p in busy))
-        self.stamp = build.read_stamp()
+        self.stamp = build.read_stamp(version=self.version)
         if self.stamp is None:
-            raise LabError("the lab binaries are not built; run `kubeprobe lab build` first")
+            raise LabError(f"the lab binaries of Kubernetes {self.version} are not built; run "
+                           f"`kubeprobe lab build --k8s-version {build.minor_of(self.version)}` first")
         missing = [p for p in self.extra_images if not p.is_file()]
         if missing:
             raise LabError(f"image tar not found: {missing[0]}")
@@ -342,15 +344,21 @@ def ensure_images(extra_images: Sequence[Path]) -> list[str]:
 
 
 def _audit_log_path(profile: str) -> Path | None:
-    docs = config.kubeadm_documents(profile, config.LabSettings("", "", "", "", "", Path(), Path()))
+    docs = config.kubeadm_documents(profile, config.LabSettings(build.DEFAULT_VERSION, "", "", "", "", Path(), Path()))
     cluster = next(d for d in docs if d["kind"] == "ClusterConfiguration")
-    path = cluster.get("apiServer", {}).get("extraArgs", {}).get("audit-log-path")
+    path = config.args_as_map(cluster.get("apiServer", {}).get("extraArgs")).get("audit-log-path")
     return Path(path) if path and path != "-" else None
 
 
-def up(profile: str, extra_images: Sequence[Path] = (), log: Callable[[str], None] | None = None) -> LabState:
+def up(profile: str, extra_images: Sequence[Path] = (), log: Callable[[str], None] | None = None,
+       version: str | None = None) -> LabState:
+    """Start the lab on Kubernetes `version` (a supported minor or patch; default: the newest)."""
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
-    runner = _Up(profile, extra_images, log)
+    try:
+        version = build.resolve_version(version)
+    except ValueError as exc:
+        raise LabError(str(exc)) from None
+    runner = _Up(profile, extra_images, log, version)
     runner.precheck()  # refusals leave any running lab alone
     try:
         return runner.run()
