@@ -92,6 +92,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--probe-image", default=None,
                     help="image of the pod vantage agent for an existing cluster "
                          "(kind and the lab get a locally built one)")
+    group.addoption("--node-access", default="auto", metavar="auto|direct|pod",
+                    help="how planting attacks reach a node: auto (default: the target's own "
+                         "access, local on the lab, docker exec on kind; else, with "
+                         "--intrusive and a probe image, a privileged pod on the node), "
+                         "direct (never a pod), pod (always the privileged pod)")
+    group.addoption("--node-access-namespace", default="kube-system", metavar="NS",
+                    help="namespace of the privileged node-access pod (default kube-system; "
+                         "one the cluster's admission policy lets privileged agents run in)")
     group.addoption("--audit-log", type=Path, default=None,
                     help="an audit log file the runner can read (existing clusters)")
     group.addoption("--falco-receiver", default=None, metavar="HOST:PORT",
@@ -335,6 +343,11 @@ def _validate_options(config: pytest.Config) -> None:
     if opt.falco_receiver is not None:
         _falco_receiver(opt.falco_receiver)
     _falco_token(config)
+    if opt.node_access not in ("auto", "direct", "pod"):
+        _cannot_run(f"--node-access {opt.node_access!r}: one of auto, direct, pod")
+    if not DNS_LABEL.match(opt.node_access_namespace or ""):
+        _cannot_run(f"--node-access-namespace {opt.node_access_namespace!r}: not a namespace "
+                    "name")
     if not DNS_LABEL.match(opt.falco_namespace or ""):
         _cannot_run(f"--falco-namespace {opt.falco_namespace!r}: not a namespace name "
                     f"(lowercase letters, digits and '-')")
@@ -464,6 +477,8 @@ def kubeprobe_suite(request: pytest.FixtureRequest, kubeprobe_target):
                   intrusive=config.getoption("intrusive"),
                   pod_transport_factory=_pod_transport_factory(),
                   probe_image=_probe_image(config, kubeprobe_target),
+                  node_access=config.getoption("node_access"),
+                  node_access_namespace=config.getoption("node_access_namespace"),
                   falco_namespace=config.getoption("falco_namespace"),
                   namespace_patterns=_namespace_patterns(config.getoption("namespaces")),
                   trusted_image=config.getoption("trusted_image"),

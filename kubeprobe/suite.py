@@ -179,6 +179,11 @@ class Suite:
     intrusive: bool = False
     pod_transport_factory: Callable[["Suite"], Transport] | None = None
     probe_image: str | None = None
+    # How planting attacks reach a node: auto (the target's own access, else a privileged
+    # pod on intrusive runs with a probe image), direct (the target's only), pod (always
+    # the privileged pod), in this namespace.
+    node_access: str = "auto"
+    node_access_namespace: str = "kube-system"
     falco_namespace: str = "falco"
     alert_sources: dict[str, Any] = field(default_factory=dict)  # name -> alerts.AlertSource
     alert_deadline_s: float = 15.0
@@ -492,6 +497,16 @@ class Suite:
         finally:
             pool.shutdown()
 
+    def node_pod_access(self):
+        """The privileged-pod route to a node (kubeprobe.nodepod), or None: it needs an
+        intrusive run (kind and the lab are always) and a probe image to run."""
+        from kubeprobe.nodepod import NodePodAccess
+        if self.node_access == "direct" or self.probe_image is None:
+            return None
+        if self.target.kind == "existing" and not self.intrusive:
+            return None
+        return NodePodAccess(self.node_access_namespace, self.probe_image)
+
     def _attack_endpoint(self, control: Control, attack, endpoint: Endpoint,
                          transport: Transport, expected: Expectation) -> EndpointResult:
         ctx = AttackContext(run_id=self.run_id, control_id=control.id, transport=transport,
@@ -499,7 +514,9 @@ class Suite:
                             workload_namespace=self.namespace.ensure,
                             connect_timeout=self.connect_timeout,
                             read_timeout=self.read_timeout, probe_image=self.probe_image,
-                            node_host=self.target.node_host,
+                            node_host=(None if self.node_access == "pod"
+                                       else self.target.node_host),
+                            node_pod=self.node_pod_access(),
                             sweep_namespaces=((lambda: self.workload_namespaces)
                                               if self.namespace_patterns else None),
                             alert_expected=expected is not Expectation.BLOCKED,
