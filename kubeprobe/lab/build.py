@@ -238,6 +238,7 @@ class Builder:
 
     def build_etcd(self, version: str) -> Path:
         wrapper = self.build_dir / "etcd" / version
+        wrapper.mkdir(parents=True, exist_ok=True)
         gomod = wrapper / "go.mod"
         wanted = render_etcd_gomod(version)
         if not gomod.exists() or gomod.read_text().splitlines()[0] != wanted.splitlines()[0]:
