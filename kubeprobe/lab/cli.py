@@ -2,11 +2,28 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from kubeprobe.lab import build, cluster
 from kubeprobe.lab.cluster import LabError
+
+AUDIT_WEBHOOK_TOKEN_ENV = "KUBEPROBE_AUDIT_WEBHOOK_TOKEN"  # the suite's --audit-webhook-token
+
+
+def _audit_webhook(url: str | None) -> cluster.config.AuditWebhook | None:
+    from kubeprobe.alerts import TOKEN_PATTERN, TOKEN_RULE
+    if url is None:
+        return None
+    if not url.startswith(("http://", "https://")):
+        raise LabError(f"--audit-webhook {url!r}: an http:// or https:// URL")
+    token = os.environ.get(AUDIT_WEBHOOK_TOKEN_ENV)
+    if not token:
+        raise LabError(f"--audit-webhook needs the receiver's token in ${AUDIT_WEBHOOK_TOKEN_ENV}")
+    if not TOKEN_PATTERN.match(token):
+        raise LabError(f"${AUDIT_WEBHOOK_TOKEN_ENV} must be {TOKEN_RULE}")
+    return cluster.config.AuditWebhook(url, token)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,6 +40,10 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--profile", choices=sorted(cluster.config.PROFILES), required=True)
     up.add_argument("--image", action="append", default=[], type=Path, metavar="TAR",
                     help="extra docker-archive tar to import into the node (repeatable)")
+    up.add_argument("--audit-webhook", metavar="URL", default=None,
+                    help="the API server also posts its audit events to URL (a kubeprobe "
+                         "--audit-webhook receiver, e.g. http://NODE_IP:2802/), in batches of "
+                         "at most 1 s, with the bearer token from $" + AUDIT_WEBHOOK_TOKEN_ENV)
     sub.add_parser("down", help="stop the lab and remove everything it created")
     sub.add_parser("status", help="show whether the lab runs")
     return parser
@@ -35,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
             for version in (build.SUPPORTED.values() if args.all else [args.k8s_version]):
                 build.build(version)
         elif args.command == "up":
-            state = cluster.up(args.profile, args.image, version=args.k8s_version)
+            state = cluster.up(args.profile, args.image, version=args.k8s_version,
+                               audit_webhook=_audit_webhook(args.audit_webhook))
             print(f"lab up: profile={state.profile} node={state.node_name} ip={state.node_ip} "
                   f"kubeconfig={state.kubeconfig}")
         elif args.command == "down":
@@ -52,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"  kubeconfig: {state.kubeconfig}\n  node:       {state.node_name} {state.node_ip}\n"
                   f"  pids:       {' '.join(f'{k}={v}' for k, v in sorted(state.pids.items())) or '-'}\n"
                   f"  logs:       {state.log_dir}\n  audit log:  {state.audit_log or '-'}\n"
+                  f"  audit webhook: {state.audit_webhook or '-'}\n"
                   f"  images:     {' '.join(state.images) or '-'}")
             return 0 if state.running else 1
     except LabError as exc:

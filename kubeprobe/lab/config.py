@@ -15,6 +15,11 @@ as merge patches with kind's own kubeadm rules (pkg/internal/patch/kubeadm_merge
 
 The lab-specific part (node IP, CRI socket, cgroup driver, directories) is set before
 patching, so a profile can still override any of it.
+
+An audit webhook (`LabSettings.audit_webhook`, `kubeprobe lab up --audit-webhook URL`) is the
+one addition made after the patches, and only when asked for: the API server then also posts
+its audit events (same policy as its log) to URL, with a bearer token, through a webhook
+kubeconfig; no profile changes otherwise.
 """
 from __future__ import annotations
 
@@ -39,6 +44,32 @@ class Mount:
     read_only: bool
 
 
+AUDIT_WEBHOOK_KUBECONFIG = Path("/etc/kubernetes/audit/webhook.kubeconfig")
+AUDIT_WEBHOOK_MODES = ("batch", "blocking")
+
+
+@dataclass(frozen=True)
+class AuditWebhook:
+    """The API server's audit webhook backend, pointed at `url` (a kubeprobe receiver)."""
+    url: str
+    token: str
+    mode: str = "batch"
+    # The lab's receiver is a test's: short waits, so an event arrives within about a second
+    # and a receiver that starts after the API server still gets the later batches.
+    batch_max_wait: str = "1s"
+    initial_backoff: str = "1s"
+
+    def kubeconfig(self) -> dict:
+        """The --audit-webhook-config-file document: the receiver as the cluster, the shared
+        token as the user's bearer token."""
+        return {"apiVersion": "v1", "kind": "Config",
+                "clusters": [{"name": "kubeprobe-receiver", "cluster": {"server": self.url}}],
+                "users": [{"name": "kube-apiserver", "user": {"token": self.token}}],
+                "contexts": [{"name": "webhook", "context": {"cluster": "kubeprobe-receiver",
+                                                             "user": "kube-apiserver"}}],
+                "current-context": "webhook"}
+
+
 @dataclass(frozen=True)
 class LabSettings:
     """Everything about the machine that goes into the kubeadm config."""
@@ -50,6 +81,7 @@ class LabSettings:
     etcd_data_dir: Path
     pod_logs_dir: Path
     skip_phases: tuple[str, ...] = ()
+    audit_webhook: AuditWebhook | None = None
 
 
 def load_kind_config(profile: str) -> dict:
@@ -213,7 +245,37 @@ def kubeadm_documents(profile: str, settings: LabSettings) -> list[dict]:
         for i in matches:
             docs[i] = kubeadm_merge(docs[i], {k: v for k, v in patch.items() if k != "apiVersion"},
                                     patch_has_version="apiVersion" in patch)
+    if settings.audit_webhook is not None:
+        _add_audit_webhook(profile, next(d for d in docs if d["kind"] == "ClusterConfiguration"),
+                           settings.audit_webhook)
     return docs
+
+
+def _set_arg(args, name: str, value: str):
+    """extraArgs as kubeadm v1beta3's map or v1beta4's list of {name, value}."""
+    if isinstance(args, list):
+        return [a for a in args if a.get("name") != name] + [{"name": name, "value": value}]
+    return {**(args or {}), name: value}
+
+
+def _add_audit_webhook(profile: str, cluster: dict, hook: AuditWebhook) -> None:
+    if hook.mode not in AUDIT_WEBHOOK_MODES:
+        raise ValueError(f"audit webhook mode {hook.mode!r}: one of {', '.join(AUDIT_WEBHOOK_MODES)}")
+    api = cluster.setdefault("apiServer", {})
+    if not args_as_map(api.get("extraArgs")).get("audit-policy-file"):
+        raise ValueError(f"the {profile} profile has no audit policy (--audit-policy-file): an "
+                         "audit webhook would receive nothing")
+    args = api.get("extraArgs")
+    for name, value in (("audit-webhook-config-file", str(AUDIT_WEBHOOK_KUBECONFIG)),
+                        ("audit-webhook-mode", hook.mode),
+                        ("audit-webhook-initial-backoff", hook.initial_backoff)):
+        args = _set_arg(args, name, value)
+    if hook.mode == "batch":
+        args = _set_arg(args, "audit-webhook-batch-max-wait", hook.batch_max_wait)
+    api["extraArgs"] = args
+    api["extraVolumes"] = list(api.get("extraVolumes") or []) + [
+        {"name": "audit-webhook", "hostPath": str(AUDIT_WEBHOOK_KUBECONFIG),
+         "mountPath": str(AUDIT_WEBHOOK_KUBECONFIG), "readOnly": True, "pathType": "File"}]
 
 
 def render_kubeadm_config(profile: str, settings: LabSettings) -> str:
