@@ -21,12 +21,14 @@ output_fields, tags.
 """
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hmac
 import json
 import re
 import secrets
 import socket
+import ssl
 import threading
 import time
 from collections import Counter
@@ -325,13 +327,36 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
+TLS_HANDSHAKE_S = 10  # a client that stalls in the handshake does not hold a thread forever
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, host: str, port: int, handler) -> None:
+    def __init__(self, host: str, port: int, handler, tls: ssl.SSLContext | None = None,
+                 on_bad_handshake: Callable[[], Any] | None = None) -> None:
         # Bind exactly the address given: IPv6 literals need an AF_INET6 socket.
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.tls, self.on_bad_handshake = tls, on_bad_handshake
         super().__init__((host, port), handler)
+
+    def finish_request(self, request, client_address) -> None:
+        """TLS: the handshake happens here, in the connection's own thread (never in the
+        accept loop, where one stalled client would block every other)."""
+        if self.tls is None:
+            return super().finish_request(request, client_address)
+        request.settimeout(TLS_HANDSHAKE_S)
+        try:
+            wrapped = self.tls.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            if self.on_bad_handshake is not None:
+                self.on_bad_handshake()
+            return
+        try:
+            super().finish_request(wrapped, client_address)
+        finally:
+            with contextlib.suppress(OSError):
+                wrapped.close()
 
 
 class _JsonPostServer(AlertBuffer):
@@ -348,8 +373,10 @@ class _JsonPostServer(AlertBuffer):
     INSECURE_FLAG = "--falco-receiver-insecure"  # the suite option that made it insecure
 
     def __init__(self, name: str, host: str, port: int, token: str | None = None,
-                 insecure: bool = False, max_body: int = MAX_BODY) -> None:
+                 insecure: bool = False, max_body: int = MAX_BODY,
+                 tls: ssl.SSLContext | None = None) -> None:
         super().__init__(name)
+        self.tls = tls
         if token is not None and insecure:
             raise ValueError("a token and insecure exclude each other")
         if token is not None and not TOKEN_PATTERN.match(token):
@@ -370,6 +397,10 @@ class _JsonPostServer(AlertBuffer):
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
 
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls is not None else "http"
+
     def authorized(self, headers, path: str) -> bool:
         """True when the request carries the token (header or URL query), or the receiver is
         insecure. Every candidate is compared with hmac.compare_digest."""
@@ -387,11 +418,12 @@ class _JsonPostServer(AlertBuffer):
         return matched
 
     def describe(self) -> str:
+        where = f"{type(self).__name__} on {self.scheme}://{self.address}"
         if self.token is None:
-            return (f"{type(self).__name__} on {self.address}, INSECURE: no token "
-                    f"({self.INSECURE_FLAG}): anyone who can reach it can forge alerts")
-        return (f"{type(self).__name__} on {self.address}, shared token required "
-                f"(Authorization: Bearer or ?token=), bodies up to {self.max_body} bytes")
+            return (f"{where}, INSECURE: no token ({self.INSECURE_FLAG}): anyone who can reach "
+                    f"it can forge alerts")
+        return (f"{where}, shared token required (Authorization: Bearer or ?token=), bodies "
+                f"up to {self.max_body} bytes")
 
     def status(self) -> dict[str, Any]:
         """What the receiver did: for the reports (never the token)."""
@@ -454,7 +486,8 @@ class _JsonPostServer(AlertBuffer):
                     receiver.accepted += 1
                 self._answer(200, "ok")
 
-        self._server = _Server(self.host, self.port, Handler)
+        self._server = _Server(self.host, self.port, Handler, self.tls,
+                               lambda: receiver._refuse("TLS handshake failed"))
         self.port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, args=(0.1,),
                          name=f"{self.name}-receiver", daemon=True).start()
@@ -480,13 +513,35 @@ class AuditWebhookReceiver(_JsonPostServer):
     """The API server's audit webhook backend (--audit-webhook-config-file): POSTs an
     audit.k8s.io/v1 EventList, one batch (mode batch) or one event (mode blocking) per POST.
     Its webhook kubeconfig carries the shared token as `users[].user.token`, which the API
-    server sends as `Authorization: Bearer <token>`."""
+    server (client-go) sends as `Authorization: Bearer <token>` ONLY over TLS: so the
+    receiver speaks TLS (`tls`, a server context: the operator's certificate or a per-run
+    one), and the kubeconfig trusts its CA (`certificate-authority-data`).
+
+    `insecure=True` (--audit-webhook-insecure) is plain HTTP, said by the operator: with a
+    token, the token is still required (a TLS-terminating proxy in front forwards the API
+    server's Authorization header to a receiver on loopback); without one, no token at all
+    (anyone who can reach it can forge audit events). No TLS and not insecure is refused."""
 
     INSECURE_FLAG = "--audit-webhook-insecure"
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
-                 insecure: bool = False, max_body: int = MAX_AUDIT_BATCH) -> None:
-        super().__init__("audit", host, port, token, insecure, max_body)
+                 insecure: bool = False, max_body: int = MAX_AUDIT_BATCH,
+                 tls: ssl.SSLContext | None = None) -> None:
+        if insecure and tls is not None:
+            raise ValueError(f"{self.INSECURE_FLAG} is plain HTTP: not with a TLS certificate")
+        if not insecure and tls is None:
+            raise ValueError(f"the audit webhook receiver speaks TLS (the API server sends its "
+                             f"token only over TLS): give it a certificate, or say plain HTTP "
+                             f"({self.INSECURE_FLAG})")
+        super().__init__("audit", host, port, token, insecure and token is None, max_body, tls)
+        self.plain_http = insecure
+
+    def describe(self) -> str:
+        text = super().describe()
+        if self.plain_http and self.token is not None:
+            text += (f", plain HTTP ({self.INSECURE_FLAG}): the token travels in clear; for a "
+                     f"TLS-terminating proxy in front")
+        return text
 
     def parse(self, body: Any) -> list[Alert]:
         if body.get("kind") != "EventList":

@@ -2,9 +2,12 @@
 source is absent, and FAILS when the cluster demonstrably keeps no such trail.
 
 audit  --audit-webhook HOST:PORT (the API server's audit webhook backend pointed at the
-       runner: --audit-webhook-config-file; bound to exactly that address, POSTs ingested
-       only with the shared token: --audit-webhook-token, $KUBEPROBE_AUDIT_WEBHOOK_TOKEN, else
-       one made for the run, or none with --audit-webhook-insecure); else the lab: the API
+       runner: --audit-webhook-config-file; bound to exactly that address, over TLS (the
+       operator's --audit-webhook-cert/--audit-webhook-key, else a per-run CA whose
+       certificate is written next to the reports), POSTs ingested only with the shared
+       token: --audit-webhook-token, $KUBEPROBE_AUDIT_WEBHOOK_TOKEN, else one made for the
+       run; --audit-webhook-insecure: plain HTTP, with the token if one is given (a TLS
+       proxy in front), else without any); else the lab: the API
        server's --audit-log-path on this host; kind: `tail -F` of it inside the node
        container; an existing cluster: --audit-log FILE (a copy the runner can read).
        An API server with neither --audit-log-path nor --audit-webhook-config-file has no
@@ -51,12 +54,12 @@ def _receiver_address(address: str) -> tuple[str, int]:
 
 def _audit_source(target: Target, kube: Kube, audit_log: Path | None,
                   webhook: str | None = None, token: str | None = None,
-                  insecure: bool = False):
+                  insecure: bool = False, tls=None):
     if webhook:
         # Said explicitly: the API server posts here, whatever its flags look like from a
         # (possibly managed) control plane.
         return AuditWebhookReceiver(*_receiver_address(webhook), token=token,
-                                    insecure=insecure)
+                                    insecure=insecure, tls=tls)
     if audit_log is not None:
         if not audit_log.is_file() or not os.access(audit_log, os.R_OK):
             raise SourceUnavailable(f"--audit-log {audit_log} is not a readable file")
@@ -110,13 +113,14 @@ def start_sources(target: Target, kube: Kube, audit_log: Path | None = None,
                   falco_receiver: str | None = None, falco_namespace: str = "falco",
                   falco_token: str | None = None, falco_insecure: bool = False,
                   audit_webhook: str | None = None, audit_webhook_token: str | None = None,
-                  audit_webhook_insecure: bool = False,
+                  audit_webhook_insecure: bool = False, audit_webhook_tls=None,
                   ) -> tuple[dict[str, Any], dict[str, str]]:
     """Build and start every alert source the target has: ({name: started source},
     {name: why it could not start}). The API server not answering is not a detector
     problem: that exception propagates (the run ends with exit 2)."""
     builders = {"audit": lambda: _audit_source(target, kube, audit_log, audit_webhook,
-                                               audit_webhook_token, audit_webhook_insecure),
+                                               audit_webhook_token, audit_webhook_insecure,
+                                               audit_webhook_tls),
                 "falco": lambda: _falco_source(kube, falco_receiver, falco_namespace,
                                                falco_token, falco_insecure)}
     started, failed = {}, {}

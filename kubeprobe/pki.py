@@ -122,6 +122,37 @@ class CertificateAuthority:
         return Issued(builder.sign(self.key, hashes.SHA256()), key)
 
 
+def tls_server(hosts: tuple[str, ...], common_name: str = "kubeprobe-receiver",
+               days: int = 2) -> tuple[CertificateAuthority, Issued]:
+    """A per-run CA and a server certificate it issued for `hosts` (IP or DNS SANs): the CA
+    goes to the client (e.g. a webhook kubeconfig's certificate-authority-data)."""
+    ca = CertificateAuthority.create(f"{common_name} CA", days=days)
+    return ca, ca.issue(common_name, client=False, server=True, hosts=hosts, days=days)
+
+
+def load_server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
+    """A TLS server context from the operator's PEM certificate (chain) and key files.
+    ValueError with one line saying what is wrong: unreadable, not PEM, or not a pair."""
+    for flag, path in (("certificate", cert_file), ("key", key_file)):
+        try:
+            Path(path).read_bytes()
+        except OSError as exc:
+            raise ValueError(f"the {flag} {path} cannot be read "
+                             f"({exc.strerror or type(exc).__name__})") from None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert_file, key_file)
+    except ssl.SSLError as exc:
+        reason = exc.reason or str(exc)
+        if "MISMATCH" in reason.upper():
+            raise ValueError(f"the key {key_file} is not the key of the certificate "
+                             f"{cert_file}") from None
+        raise ValueError(f"the certificate {cert_file} and key {key_file} are not a PEM "
+                         f"certificate and its unencrypted private key ({reason})") from None
+    return context
+
+
 def csr_pem(key: ec.EllipticCurvePrivateKey, common_name: str,
             organization: str | None = None) -> bytes:
     csr = (x509.CertificateSigningRequestBuilder().subject_name(_name(common_name, organization))

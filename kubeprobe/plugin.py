@@ -121,8 +121,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="the shared token every audit POST must carry (the webhook "
                          "kubeconfig's user token: Authorization: Bearer); default "
                          "$KUBEPROBE_AUDIT_WEBHOOK_TOKEN, else one made and printed for the run")
+    group.addoption("--audit-webhook-cert", type=Path, default=None, metavar="FILE",
+                    help="the audit webhook receiver's TLS certificate (PEM, chain first), "
+                         "with --audit-webhook-key; default: a per-run CA and certificate for "
+                         "the bind address, the CA written to <reports-dir>/"
+                         "audit-webhook-ca.pem")
+    group.addoption("--audit-webhook-key", type=Path, default=None, metavar="FILE",
+                    help="the private key (PEM, unencrypted) of --audit-webhook-cert")
     group.addoption("--audit-webhook-insecure", action="store_true",
-                    help="take audit POSTs without a token (anyone who can reach the receiver "
+                    help="plain HTTP instead of TLS (for a TLS-terminating proxy in front, "
+                         "which forwards the API server's token): with a token "
+                         "(--audit-webhook-token, $KUBEPROBE_AUDIT_WEBHOOK_TOKEN) it is still "
+                         "required, without one none is (anyone who can reach the receiver "
                          "can forge audit events); said in the report")
     group.addoption("--falco-namespace", default="falco",
                     help="namespace of the Falco pods whose logs carry alerts")
@@ -200,6 +210,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def _configure_suite(config: pytest.Config) -> None:
     _validate_options(config)
     reports = _writable_reports_dir(config.getoption("reports_dir"))
+    _audit_webhook_tls(config, reports)
     files = ReportFiles(reports)
     _route_pytest_html(config, reports)
     if getattr(config.option, "xmlpath", None) is None:   # --junitxml: the user's own file
@@ -330,11 +341,87 @@ def _receiver_token(config: pytest.Config, dest: str, flag: str, env: str, what:
             _cannot_run(f"{option} without {flag}")
         setattr(opt, token_dest, None)
         return
-    if getattr(opt, insecure_dest) and given is not None:
+    # The audit webhook's -insecure is plain HTTP, where a given token is still required (a
+    # TLS proxy in front); the Falco receiver's is "no token".
+    if getattr(opt, insecure_dest) and given is not None and dest != "audit_webhook":
         _cannot_run(f"{flag}-insecure and a token ({where}) exclude each other")
     if given is not None and not TOKEN_PATTERN.match(given):
         _cannot_run(f"{what}'s token ({where}) must be {TOKEN_RULE}")
     setattr(opt, token_dest, given)
+
+
+AUDIT_TLS_KEY = pytest.StashKey[object]()  # the audit webhook receiver's ssl.SSLContext
+AUDIT_WEBHOOK_CA = "audit-webhook-ca.pem"  # in --reports-dir: the per-run CA (PEM)
+
+
+def _audit_webhook_certificate(config: pytest.Config) -> None:
+    """--audit-webhook-cert/--audit-webhook-key: both or neither, only with --audit-webhook,
+    not with --audit-webhook-insecure (plain HTTP); loaded now, so an unreadable file or a
+    key that is not the certificate's is one line and exit 2 before anything runs."""
+    opt = config.option
+    cert, key = opt.audit_webhook_cert, opt.audit_webhook_key
+    if cert is None and key is None:
+        return
+    given = "--audit-webhook-cert" if cert is not None else "--audit-webhook-key"
+    if opt.audit_webhook is None:
+        _cannot_run(f"{given} without --audit-webhook")
+    if opt.audit_webhook_insecure:
+        _cannot_run(f"{given} and --audit-webhook-insecure (plain HTTP) exclude each other")
+    if cert is None or key is None:
+        _cannot_run("--audit-webhook-cert and --audit-webhook-key go together (the receiver's "
+                    "certificate and its private key)")
+    from kubeprobe.pki import load_server_context
+    try:
+        config.stash[AUDIT_TLS_KEY] = load_server_context(cert, key)
+    except ValueError as exc:
+        _cannot_run(f"--audit-webhook-cert/--audit-webhook-key: {exc}")
+
+
+def _local_names() -> tuple[str, ...]:
+    """The names and addresses a wildcard-bound receiver may be reached at: for the per-run
+    certificate's SANs (the operator can give their own certificate instead)."""
+    import socket
+    names = ["localhost", "127.0.0.1", "::1"]
+    hostname = socket.gethostname()
+    for name in (hostname, socket.getfqdn()):
+        if name and name not in names:
+            names.append(name)
+    with contextlib.suppress(OSError):
+        for info in socket.getaddrinfo(hostname, None):
+            address = info[4][0].split("%")[0]
+            if address not in names:
+                names.append(address)
+    for family, probe in ((socket.AF_INET, "192.0.2.1"), (socket.AF_INET6, "2001:db8::1")):
+        # The address this host routes from (a UDP connect sends nothing).
+        with contextlib.suppress(OSError), socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.connect((probe, 9))
+            address = sock.getsockname()[0]
+            if address not in names:
+                names.append(address)
+    return tuple(names)
+
+
+def _audit_webhook_tls(config: pytest.Config, reports: Path) -> None:
+    """Without the operator's certificate, a per-run CA and a server certificate for the bind
+    address; the CA goes to <reports-dir>/audit-webhook-ca.pem, and one line says so."""
+    opt = config.option
+    if opt.audit_webhook is None or opt.audit_webhook_insecure or AUDIT_TLS_KEY in config.stash:
+        return
+    from kubeprobe.pki import tls_server
+    host = detectors._receiver_address(opt.audit_webhook)[0]
+    hosts = _local_names() if host in ("0.0.0.0", "::") else (host,)
+    ca, server = tls_server(hosts, "kubeprobe-audit-webhook")
+    path = reports / AUDIT_WEBHOOK_CA
+    try:
+        path.write_bytes(ca.cert_pem)
+    except OSError as exc:
+        _cannot_run(f"--reports-dir {reports}: cannot write {AUDIT_WEBHOOK_CA} "
+                    f"({exc.strerror or type(exc).__name__})")
+    config.stash[AUDIT_TLS_KEY] = server.server_context()
+    _say(config, f"kubeprobe: the audit webhook receiver speaks TLS with a certificate made for "
+                 f"this run (for {', '.join(hosts)}); its CA is {path}: put it in the API "
+                 f"server's webhook kubeconfig as certificate-authority-data (base64 of the "
+                 f"file), or give --audit-webhook-cert/--audit-webhook-key")
 
 
 def _validate_options(config: pytest.Config) -> None:
@@ -361,6 +448,7 @@ def _validate_options(config: pytest.Config) -> None:
         if getattr(opt, dest) is not None:
             _receiver_address(flag, getattr(opt, dest), example_port)
         _receiver_token(config, dest, flag, env, what)
+    _audit_webhook_certificate(config)
     if opt.audit_webhook is not None and opt.audit_log is not None:
         _cannot_run("--audit-log and --audit-webhook: give one audit source (the webhook "
                     "receiver, or a log file the runner can read)")
@@ -518,7 +606,8 @@ def kubeprobe_suite(request: pytest.FixtureRequest, kubeprobe_target):
             config.getoption("falco_receiver_insecure"),
             audit_webhook=config.getoption("audit_webhook"),
             audit_webhook_token=config.getoption("audit_webhook_token"),
-            audit_webhook_insecure=config.getoption("audit_webhook_insecure"))
+            audit_webhook_insecure=config.getoption("audit_webhook_insecure"),
+            audit_webhook_tls=config.stash.get(AUDIT_TLS_KEY, None))
         for source in sources.values():
             suite.defer(f"stop the {source.name} alert source", source.stop)
         if isinstance(sources.get("falco"), FalcoHttpReceiver):
@@ -591,10 +680,15 @@ def _say_audit_webhook(config: pytest.Config, receiver: AuditWebhookReceiver) ->
     """How to point the API server's audit webhook at a receiver whose token this run made;
     a warning for an insecure one. A token that was given is never printed."""
     if receiver.token is None:
-        _say(config, f"kubeprobe: the audit webhook receiver on {receiver.address} takes audit "
-                     "events WITHOUT a token (--audit-webhook-insecure): anyone who can reach "
-                     "it can forge an audit event and pass a control")
+        _say(config, f"kubeprobe: the audit webhook receiver on http://{receiver.address} takes "
+                     "audit events over plain HTTP WITHOUT a token (--audit-webhook-insecure): "
+                     "anyone who can reach it can forge an audit event and pass a control")
         return
+    if receiver.plain_http:
+        _say(config, f"kubeprobe: the audit webhook receiver on http://{receiver.address} "
+                     f"speaks plain HTTP (--audit-webhook-insecure): the token travels in "
+                     f"clear; put a TLS-terminating proxy in front (the API server sends its "
+                     f"token only over TLS)")
     if not receiver.token_generated:
         return
     where = receiver.address
@@ -604,7 +698,7 @@ def _say_audit_webhook(config: pytest.Config, receiver: AuditWebhookReceiver) ->
                  f"with a shared token; none was given (--audit-webhook-token or "
                  f"${AUDIT_WEBHOOK_TOKEN_ENV}), so this run's token is {receiver.token}: the API "
                  f"server's --audit-webhook-config-file kubeconfig: cluster server "
-                 f"http://{where}/, user token {receiver.token}")
+                 f"{receiver.scheme}://{where}/, user token {receiver.token}")
 
 
 def _namespace_patterns(option: str) -> tuple[str, ...]:

@@ -145,14 +145,17 @@ def test_audit_tailer_sees_only_lines_appended_after_start(tmp_path):
         source.stop()
 
 
-def test_audit_webhook_receiver_ingests_an_event_list():
-    receiver = AuditWebhookReceiver(token=TOKEN)
+def test_audit_webhook_receiver_ingests_an_event_list(tmp_path):
+    from kubeprobe.pki import tls_server
+    ca, server = tls_server(("127.0.0.1",))
+    (tmp_path / "ca.pem").write_bytes(ca.cert_pem)
+    receiver = AuditWebhookReceiver(token=TOKEN, tls=server.server_context())
     receiver.start()
     try:
         body = {"kind": "EventList", "apiVersion": "audit.k8s.io/v1",
                 "items": [audit_json("/api/v1/secrets?kubeprobe-nonce=w1")]}
-        assert requests.post(f"http://127.0.0.1:{receiver.port}/", json=body, headers=BEARER,
-                             timeout=5).status_code == 200
+        assert requests.post(f"https://127.0.0.1:{receiver.port}/", json=body, headers=BEARER,
+                             timeout=5, verify=tmp_path / "ca.pem").status_code == 200
         matcher = parse_matcher({"source": "audit", "fields": {"verb": "list"}}, nonce="w1")
         assert receiver.wait_for(matcher, NOW - timedelta(seconds=1), 5).matched is not None
     finally:
