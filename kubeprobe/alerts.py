@@ -328,6 +328,7 @@ def new_token() -> str:
 
 
 TLS_HANDSHAKE_S = 10  # a client that stalls in the handshake does not hold a thread forever
+LINGER_S, LINGER_BYTES = 2, 1024 * 1024  # closing a TLS connection: see _Server._close
 
 
 class _Server(ThreadingHTTPServer):
@@ -355,8 +356,22 @@ class _Server(ThreadingHTTPServer):
         try:
             super().finish_request(wrapped, client_address)
         finally:
-            with contextlib.suppress(OSError):
-                wrapped.close()
+            self._close(wrapped)
+
+    @staticmethod
+    def _close(wrapped: ssl.SSLSocket) -> None:
+        """Send what was answered before closing: a refused request's body was never read,
+        and closing over unread data resets the connection, which can lose the answer on its
+        way (seen: a 401 arriving without its body). So: FIN after the answer, then read and
+        drop what the client still sends (at most LINGER_BYTES, LINGER_S), then close."""
+        with contextlib.suppress(OSError, ValueError):
+            wrapped.shutdown(socket.SHUT_WR)
+            wrapped.settimeout(LINGER_S)
+            dropped = 0
+            while dropped < LINGER_BYTES and (chunk := wrapped.recv(65536)):
+                dropped += len(chunk)
+        with contextlib.suppress(OSError):
+            wrapped.close()
 
 
 class _JsonPostServer(AlertBuffer):
