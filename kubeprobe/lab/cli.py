@@ -10,20 +10,49 @@ from kubeprobe.lab import build, cluster
 from kubeprobe.lab.cluster import LabError
 
 AUDIT_WEBHOOK_TOKEN_ENV = "KUBEPROBE_AUDIT_WEBHOOK_TOKEN"  # the suite's --audit-webhook-token
+AUDIT_WEBHOOK_CA_ENV = "KUBEPROBE_AUDIT_WEBHOOK_CA"  # default of --audit-webhook-ca
 
 
-def _audit_webhook(url: str | None) -> cluster.config.AuditWebhook | None:
+def _audit_webhook(url: str | None, ca: Path | None = None) -> cluster.config.AuditWebhook | None:
+    """https://IP:PORT/ with the receiver's CA (--audit-webhook-ca or $KUBEPROBE_AUDIT_WEBHOOK_CA,
+    e.g. the suite's <reports-dir>/audit-webhook-ca.pem) and the token from
+    $KUBEPROBE_AUDIT_WEBHOOK_TOKEN; http:// only for a receiver without a token."""
     from kubeprobe.alerts import TOKEN_PATTERN, TOKEN_RULE
     if url is None:
+        if ca is not None:
+            raise LabError("--audit-webhook-ca without --audit-webhook")
         return None
+    if ca is None and os.environ.get(AUDIT_WEBHOOK_CA_ENV) and url.startswith("https://"):
+        ca = Path(os.environ[AUDIT_WEBHOOK_CA_ENV])
     if not url.startswith(("http://", "https://")):
-        raise LabError(f"--audit-webhook {url!r}: an http:// or https:// URL")
-    token = os.environ.get(AUDIT_WEBHOOK_TOKEN_ENV)
-    if not token:
+        raise LabError(f"--audit-webhook {url!r}: an https:// URL (http:// only for a receiver "
+                       f"without a token)")
+    https = url.startswith("https://")
+    if https and ca is None:
+        raise LabError(f"--audit-webhook {url}: https needs the receiver's CA: --audit-webhook-ca "
+                       f"FILE or ${AUDIT_WEBHOOK_CA_ENV}")
+    if not https and ca is not None:
+        raise LabError(f"--audit-webhook {url}: --audit-webhook-ca is for https:// only")
+    token = os.environ.get(AUDIT_WEBHOOK_TOKEN_ENV) or None
+    if https and not token:
         raise LabError(f"--audit-webhook needs the receiver's token in ${AUDIT_WEBHOOK_TOKEN_ENV}")
-    if not TOKEN_PATTERN.match(token):
+    if not https and token:
+        raise LabError(f"--audit-webhook {url}: the API server sends a token only over TLS; use "
+                       f"https:// with --audit-webhook-ca, or unset ${AUDIT_WEBHOOK_TOKEN_ENV} "
+                       f"for a receiver without a token (--audit-webhook-insecure)")
+    if token is not None and not TOKEN_PATTERN.match(token):
         raise LabError(f"${AUDIT_WEBHOOK_TOKEN_ENV} must be {TOKEN_RULE}")
-    return cluster.config.AuditWebhook(url, token)
+    ca_pem = None
+    if ca is not None:
+        try:
+            ca_pem = ca.read_bytes()
+        except OSError as exc:
+            raise LabError(f"--audit-webhook-ca {ca}: cannot be read "
+                           f"({exc.strerror or type(exc).__name__})") from None
+    try:
+        return cluster.config.AuditWebhook(url, token, ca_pem)
+    except ValueError as exc:
+        raise LabError(f"--audit-webhook: {exc}") from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,8 +71,12 @@ def _parser() -> argparse.ArgumentParser:
                     help="extra docker-archive tar to import into the node (repeatable)")
     up.add_argument("--audit-webhook", metavar="URL", default=None,
                     help="the API server also posts its audit events to URL (a kubeprobe "
-                         "--audit-webhook receiver, e.g. http://NODE_IP:2802/), in batches of "
+                         "--audit-webhook receiver, e.g. https://NODE_IP:2802/), in batches of "
                          "at most 1 s, with the bearer token from $" + AUDIT_WEBHOOK_TOKEN_ENV)
+    up.add_argument("--audit-webhook-ca", metavar="FILE", type=Path, default=None,
+                    help="the receiver's CA certificate (PEM; the suite writes its per-run one "
+                         "to <reports-dir>/audit-webhook-ca.pem), required for https://; "
+                         "default $" + AUDIT_WEBHOOK_CA_ENV)
     sub.add_parser("down", help="stop the lab and remove everything it created")
     sub.add_parser("status", help="show whether the lab runs")
     return parser
@@ -57,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
                 build.build(version)
         elif args.command == "up":
             state = cluster.up(args.profile, args.image, version=args.k8s_version,
-                               audit_webhook=_audit_webhook(args.audit_webhook))
+                               audit_webhook=_audit_webhook(args.audit_webhook,
+                                                           args.audit_webhook_ca))
             print(f"lab up: profile={state.profile} node={state.node_name} ip={state.node_ip} "
                   f"kubeconfig={state.kubeconfig}")
         elif args.command == "down":

@@ -18,8 +18,9 @@ patching, so a profile can still override any of it.
 
 An audit webhook (`LabSettings.audit_webhook`, `kubeprobe lab up --audit-webhook URL`) is the
 one addition made after the patches, and only when asked for: the API server then also posts
-its audit events (same policy as its log) to URL, with a bearer token, through a webhook
-kubeconfig; no profile changes otherwise.
+its audit events (same policy as its log) to URL, over TLS trusting the receiver's CA
+(certificate-authority-data) with a bearer token, through a webhook kubeconfig; no profile
+changes otherwise.
 """
 from __future__ import annotations
 
@@ -50,21 +51,47 @@ AUDIT_WEBHOOK_MODES = ("batch", "blocking")
 
 @dataclass(frozen=True)
 class AuditWebhook:
-    """The API server's audit webhook backend, pointed at `url` (a kubeprobe receiver)."""
+    """The API server's audit webhook backend, pointed at `url` (a kubeprobe receiver).
+
+    https:// needs the receiver's CA (`ca_pem`, PEM) and the shared token: client-go sends a
+    kubeconfig bearer token only over TLS. http:// (a receiver with --audit-webhook-insecure
+    and no token) carries neither: a token is never written where it would go in clear."""
     url: str
-    token: str
+    token: str | None
+    ca_pem: bytes | None = None
     mode: str = "batch"
     # The lab's receiver is a test's: short waits, so an event arrives within about a second
     # and a receiver that starts after the API server still gets the later batches.
     batch_max_wait: str = "1s"
     initial_backoff: str = "1s"
 
+    def __post_init__(self) -> None:
+        if self.url.startswith("https://"):
+            if not self.ca_pem or b"-----BEGIN CERTIFICATE-----" not in self.ca_pem:
+                raise ValueError(f"{self.url}: https needs the receiver's CA certificate (PEM)")
+            if not self.token:
+                raise ValueError(f"{self.url}: the receiver's token is needed")
+        elif self.url.startswith("http://"):
+            if self.ca_pem is not None:
+                raise ValueError(f"{self.url}: a CA is for https:// only")
+            if self.token is not None:
+                raise ValueError(f"{self.url}: the API server sends a token only over TLS; "
+                                 f"use https:// with the receiver's CA (or no token: a receiver "
+                                 f"with --audit-webhook-insecure)")
+        else:
+            raise ValueError(f"{self.url!r}: an https:// (or http://) URL")
+
     def kubeconfig(self) -> dict:
-        """The --audit-webhook-config-file document: the receiver as the cluster, the shared
-        token as the user's bearer token."""
+        """The --audit-webhook-config-file document: the receiver as the cluster (its CA as
+        certificate-authority-data), the shared token as the user's bearer token."""
+        import base64
+        server: dict = {"server": self.url}
+        if self.ca_pem is not None:
+            server["certificate-authority-data"] = base64.b64encode(self.ca_pem).decode()
         return {"apiVersion": "v1", "kind": "Config",
-                "clusters": [{"name": "kubeprobe-receiver", "cluster": {"server": self.url}}],
-                "users": [{"name": "kube-apiserver", "user": {"token": self.token}}],
+                "clusters": [{"name": "kubeprobe-receiver", "cluster": server}],
+                "users": [{"name": "kube-apiserver",
+                           "user": {"token": self.token} if self.token else {}}],
                 "contexts": [{"name": "webhook", "context": {"cluster": "kubeprobe-receiver",
                                                              "user": "kube-apiserver"}}],
                 "current-context": "webhook"}
