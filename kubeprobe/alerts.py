@@ -561,4 +561,8 @@ class AuditWebhookReceiver(_JsonPostServer):
     def parse(self, body: Any) -> list[Alert]:
         if body.get("kind") != "EventList":
             raise ValueError("not an audit EventList")
-        return [audit_event(item) for item in body.get("items", [])]
+        # The API server's items carry no kind/apiVersion of their own (the list types them:
+        # seen on the lab, v1.37): an item without a kind is an Event of the list's version.
+        return [audit_event(item if "kind" in item else
+                            {"kind": "Event", "apiVersion": body.get("apiVersion"), **item})
+                for item in body.get("items", [])]

@@ -158,6 +158,20 @@ def test_audit_webhook_receiver_ingests_an_event_list(tmp_path):
                              timeout=5, verify=tmp_path / "ca.pem").status_code == 200
         matcher = parse_matcher({"source": "audit", "fields": {"verb": "list"}}, nonce="w1")
         assert receiver.wait_for(matcher, NOW - timedelta(seconds=1), 5).matched is not None
+        # As the API server sends them: items without kind/apiVersion (the list types them).
+        bare = {k: v for k, v in audit_json("/api/v1/secrets?kubeprobe-nonce=w2").items()
+                if k not in ("kind", "apiVersion")}
+        assert requests.post(f"https://127.0.0.1:{receiver.port}/", headers=BEARER, timeout=5,
+                             verify=tmp_path / "ca.pem",
+                             json={**body, "items": [bare]}).status_code == 200
+        got = receiver.wait_for(parse_matcher({"source": "audit", "fields": {"verb": "list"}},
+                                              nonce="w2"), NOW - timedelta(seconds=1), 5)
+        assert got.matched is not None and got.matched.raw["kind"] == "Event"
+        # An item of another kind is still not an audit event: the batch is refused.
+        answer = requests.post(f"https://127.0.0.1:{receiver.port}/", headers=BEARER, timeout=5,
+                               verify=tmp_path / "ca.pem",
+                               json={**body, "items": [{**bare, "kind": "Pod"}]})
+        assert answer.status_code == 400
     finally:
         receiver.stop()
 
