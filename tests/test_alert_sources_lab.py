@@ -8,11 +8,14 @@ the node's address that the tests listen on; `lab down` at the end.
 - audit log file: the anonymous request AUDIT-01 makes (nonce in the URI) is matched, by
   AUDIT-01's own catalog matcher, from the lab's audit log (`AuditLogSource`, as the suite
   finds it on the lab).
-- audit webhook: the lab's API server posts the same kind of event to the suite's
-  `AuditWebhookReceiver` (started through `detectors.start_sources(audit_webhook=...)`, with the
-  token in the webhook kubeconfig); the matched event is also in the audit log (same auditID),
-  and a POST without the token is refused. Then the suite itself (`pytest suites/ --controls
-  AUDIT-01 --audit-webhook NODE_IP:PORT`) PASSes AUDIT-01 through the receiver.
+- audit webhook: the lab's API server posts the same kind of event over TLS to the suite's
+  `AuditWebhookReceiver` (started through `detectors.start_sources(audit_webhook=...)` with a
+  server certificate for the node's address from a per-module CA; the webhook kubeconfig
+  trusts that CA through certificate-authority-data and carries the token, which client-go
+  sends only over TLS); the matched event is also in the audit log (same auditID), a POST
+  with a wrong token is refused 401 and a plain-HTTP one fails the handshake. Then the suite
+  itself (`pytest suites/ --controls AUDIT-01 --audit-webhook NODE_IP:PORT
+  --audit-webhook-cert FILE --audit-webhook-key FILE`) PASSes AUDIT-01 through the receiver.
 - Falco http_output: Falco cannot run here, so `FakeFalcoHttpOutput` (a fake, named as such)
   posts Falco's documented http_output JSON (output, priority, rule, time, output_fields,
   source, tags, hostname; Content-Type application/json, the token in the URL as Falco's
@@ -51,6 +54,7 @@ from kubeprobe.alerts import (AuditLogSource, AuditWebhookReceiver, FalcoHttpRec
                               new_token, parse_matcher)
 from kubeprobe.catalog import DEFAULT_CATALOG, load_catalog
 from kubeprobe.lab import build, cluster, config, host
+from kubeprobe.pki import tls_server
 from kubeprobe.targets import Target
 
 REPO = Path(__file__).resolve().parent.parent
@@ -61,17 +65,13 @@ needs_build = pytest.mark.skipif(build.read_stamp() is None,
                                  reason="lab binaries not built (run `kubeprobe lab build`)")
 
 
-HTTP_TOKEN = pytest.mark.xfail(strict=True, reason=(
-    "the API server's webhook client (client-go clientcmd) sets a kubeconfig bearer token only "
-    "for TLS connections: over http:// every POST came without it and was refused 401 (seen: 35 "
-    "refused, 0 accepted); the receiver needs TLS (or a TLS proxy in front) first"))
-
-
 def on_the_lab(test):
     return pytest.mark.lab(needs_root(needs_build(test)))
 
 
-HOOK = config.AuditWebhook("http://192.0.2.2:2802/", "selftest-webhook-token-0123456789")
+HOOK_CA, _ = tls_server(("192.0.2.2",))
+HOOK = config.AuditWebhook("https://192.0.2.2:2802/", "selftest-webhook-token-0123456789",
+                           HOOK_CA.cert_pem)
 SETTINGS = config.LabSettings(build.DEFAULT_VERSION, "3.7.0-0", "node-a", "192.0.2.2", "unix:///x",
                               Path("/var/lib/e"), Path("/var/lib/p"))
 
@@ -99,6 +99,47 @@ def test_the_audit_webhook_is_added_only_when_asked_for():
     kubeconfig = HOOK.kubeconfig()
     assert kubeconfig["clusters"][0]["cluster"]["server"] == HOOK.url
     assert kubeconfig["users"][0]["user"]["token"] == HOOK.token
+    import base64
+    assert base64.b64decode(kubeconfig["clusters"][0]["cluster"]["certificate-authority-data"]
+                            ) == HOOK_CA.cert_pem
+
+
+def test_the_audit_webhook_sends_its_token_only_over_tls_with_a_ca():
+    with pytest.raises(ValueError, match="https needs the receiver's CA"):
+        config.AuditWebhook("https://192.0.2.2:2802/", HOOK.token)
+    with pytest.raises(ValueError, match="sends a token only over TLS"):
+        config.AuditWebhook("http://192.0.2.2:2802/", HOOK.token)
+    with pytest.raises(ValueError, match="a CA is for https:// only"):
+        config.AuditWebhook("http://192.0.2.2:2802/", None, HOOK_CA.cert_pem)
+    # http:// is only for a receiver without a token (--audit-webhook-insecure): none written.
+    plain = config.AuditWebhook("http://192.0.2.2:2802/", None).kubeconfig()
+    assert plain["users"][0]["user"] == {}
+    assert "certificate-authority-data" not in plain["clusters"][0]["cluster"]
+
+
+def test_lab_up_audit_webhook_options(tmp_path, monkeypatch):
+    from kubeprobe.lab.cli import AUDIT_WEBHOOK_CA_ENV, AUDIT_WEBHOOK_TOKEN_ENV, _audit_webhook
+    from kubeprobe.lab.cluster import LabError
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(HOOK_CA.cert_pem)
+    monkeypatch.delenv(AUDIT_WEBHOOK_CA_ENV, raising=False)
+    monkeypatch.setenv(AUDIT_WEBHOOK_TOKEN_ENV, HOOK.token)
+    hook = _audit_webhook("https://192.0.2.2:2802/", ca_file)
+    assert hook.ca_pem == HOOK_CA.cert_pem and hook.token == HOOK.token
+    with pytest.raises(LabError, match="https needs the receiver's CA: --audit-webhook-ca"):
+        _audit_webhook("https://192.0.2.2:2802/")
+    monkeypatch.setenv(AUDIT_WEBHOOK_CA_ENV, str(ca_file))  # the CA from the environment
+    assert _audit_webhook("https://192.0.2.2:2802/").ca_pem == HOOK_CA.cert_pem
+    with pytest.raises(LabError, match="cannot be read"):
+        _audit_webhook("https://192.0.2.2:2802/", tmp_path / "missing.pem")
+    with pytest.raises(LabError, match="sends a token only over TLS"):
+        _audit_webhook("http://192.0.2.2:2802/")
+    with pytest.raises(LabError, match="--audit-webhook-ca without --audit-webhook"):
+        _audit_webhook(None, ca_file)
+    monkeypatch.delenv(AUDIT_WEBHOOK_TOKEN_ENV)
+    with pytest.raises(LabError, match="needs the receiver's token"):
+        _audit_webhook("https://192.0.2.2:2802/", ca_file)
+    assert _audit_webhook("http://192.0.2.2:2802/").token is None
 
 
 def test_the_audit_webhook_needs_an_audit_policy_and_speaks_kubeadm_v1beta4():
@@ -111,6 +152,13 @@ def test_the_audit_webhook_needs_an_audit_policy_and_speaks_kubeadm_v1beta4():
     args = {a["name"]: a["value"] for a in cluster_doc["apiServer"]["extraArgs"]}
     assert args["audit-webhook-config-file"] == str(config.AUDIT_WEBHOOK_KUBECONFIG)
     assert args["audit-webhook-mode"] == "batch"
+    # kubeadm v1beta3 (Kubernetes < 1.36): extraArgs is a map.
+    v1beta3 = {"apiServer": {"extraArgs": {"audit-policy-file": "/etc/kubernetes/audit/p.yaml"}}}
+    config._add_audit_webhook("hardened", v1beta3, HOOK)
+    assert v1beta3["apiServer"]["extraArgs"]["audit-webhook-config-file"] == str(
+        config.AUDIT_WEBHOOK_KUBECONFIG)
+    assert v1beta3["apiServer"]["extraVolumes"][-1]["mountPath"] == str(
+        config.AUDIT_WEBHOOK_KUBECONFIG)
 
 
 def free_port(address: str) -> int:
@@ -126,6 +174,10 @@ class Lab:
     node_ip: str
     webhook_port: int
     webhook_token: str
+    webhook_tls: object      # the receiver's ssl.SSLContext (its certificate for node_ip)
+    webhook_ca: Path         # the CA the webhook kubeconfig trusts (PEM)
+    webhook_cert: Path       # the receiver's certificate and key, for the suite's options
+    webhook_key: Path
 
     def target(self) -> Target:
         return Target("lab", self.state.kubeconfig, None, "the alert-source self-test's lab",
@@ -134,18 +186,28 @@ class Lab:
 
 
 @pytest.fixture(scope="module")
-def lab():
+def lab(tmp_path_factory):
     from kubeprobe.agent import build_agent_image
     from kubeprobe.kube import Kube
     if cluster.status() is not None:
         pytest.skip("a lab is already running; this module brings up (and down) its own")
     node_ip = host.node_ipv4("eth0")
     port, token = free_port(node_ip), new_token()
-    hook = config.AuditWebhook(f"http://{node_ip}:{port}/", token)
+    # The receiver's certificate for the node's address, from a CA made for this module: the
+    # same as the suite makes per run (`--audit-webhook` without --audit-webhook-cert).
+    ca, server = tls_server((node_ip,), "kubeprobe-selftest-webhook")
+    keys = tmp_path_factory.mktemp("webhook-tls")
+    ca_file, cert_file, key_file = keys / "ca.pem", keys / "server.pem", keys / "server.key"
+    ca_file.write_bytes(ca.cert_pem)
+    cert_file.write_bytes(server.cert_pem)
+    key_file.touch(mode=0o600)
+    key_file.write_bytes(server.key_pem)
+    hook = config.AuditWebhook(f"https://{node_ip}:{port}/", token, ca.cert_pem)
     try:
         state = cluster.up("hardened", extra_images=[build_agent_image()],
                            log=lambda m: None, audit_webhook=hook)
-        yield Lab(state, Kube.connect(state.kubeconfig, None), node_ip, port, token)
+        yield Lab(state, Kube.connect(state.kubeconfig, None), node_ip, port, token,
+                  server.server_context(), ca_file, cert_file, key_file)
     finally:
         cluster.down(log=lambda m: None)
 
@@ -228,28 +290,40 @@ def test_audit_log_file_matches_the_anonymous_request(lab, stack):
 
 
 @on_the_lab
-@HTTP_TOKEN
 def test_audit_webhook_receives_the_api_servers_events(lab, stack):
+    # The webhook kubeconfig the lab wrote: https, the CA, the token (root-only file).
+    hook = config.AUDIT_WEBHOOK_KUBECONFIG
+    written = __import__("yaml").safe_load(hook.read_text())
+    assert hook.stat().st_mode & 0o777 == 0o600
+    assert written["clusters"][0]["cluster"]["server"] == (
+        f"https://{lab.node_ip}:{lab.webhook_port}/")
+    assert written["users"][0]["user"]["token"] == lab.webhook_token
     sources, failed = detectors.start_sources(
         lab.target(), lab.kube, audit_webhook=f"{lab.node_ip}:{lab.webhook_port}",
-        audit_webhook_token=lab.webhook_token)
+        audit_webhook_token=lab.webhook_token, audit_webhook_tls=lab.webhook_tls)
     for source in sources.values():
         stack.callback(source.stop)
     assert not failed, failed
     receiver = sources["audit"]
-    assert isinstance(receiver, AuditWebhookReceiver)
+    assert isinstance(receiver, AuditWebhookReceiver) and receiver.scheme == "https"
     assert receiver._server.socket.getsockname() == (lab.node_ip, lab.webhook_port)
-    # A forger without the token is refused, and nothing it sent is ingested.
+    url = f"https://{lab.node_ip}:{lab.webhook_port}/"
+    # A forger with a wrong token is refused (over TLS, trusting the CA), nothing ingested;
+    # one speaking plain HTTP does not get past the handshake.
     forged = {"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": []}
-    answer = requests.post(f"http://{lab.node_ip}:{lab.webhook_port}/", json=forged,
-                           headers={"Authorization": "Bearer not-the-token-0123456789"},
-                           timeout=10)
+    answer = requests.post(url, json=forged, verify=lab.webhook_ca, timeout=10,
+                           headers={"Authorization": "Bearer not-the-token-0123456789"})
     assert answer.status_code == 401
+    with pytest.raises(requests.ConnectionError):
+        requests.post(f"http://{lab.node_ip}:{lab.webhook_port}/", json=forged, timeout=10,
+                      headers={"Authorization": f"Bearer {lab.webhook_token}"})
     pos, neg, since, result, negative = audit_positive_and_negative(receiver, lab.node_ip)
     assert_audit_match(result, pos)
     assert_negative(receiver, neg, since, negative)
     status = receiver.status()
-    assert status["accepted"] >= 1 and status["refused"] == {"401 missing or wrong token": 1}
+    # Every POST the API server made was accepted: no 401 but the forger's.
+    assert status["accepted"] >= 1
+    assert status["refused"] == {"401 missing or wrong token": 1, "TLS handshake failed": 1}
     # The API server's own event: the same auditID is in its audit log file.
     audit_id = result.matched.raw["auditID"]
     logged = [json.loads(line) for line in lab.state.audit_log.read_text().splitlines()
@@ -259,13 +333,14 @@ def test_audit_webhook_receives_the_api_servers_events(lab, stack):
 
 
 @on_the_lab
-@HTTP_TOKEN
 def test_the_suite_passes_audit_01_through_its_audit_webhook_option(lab, tmp_path):
     reports = tmp_path / "reports"
     done = subprocess.run(
         [sys.executable, "-m", "pytest", str(REPO / "suites"), "-q", "-p", "no:randomly",
          "--target", "lab", "--cluster-profile", "hardened", "--controls", "AUDIT-01",
-         "--audit-webhook", f"{lab.node_ip}:{lab.webhook_port}", "--reports-dir", str(reports),
+         "--audit-webhook", f"{lab.node_ip}:{lab.webhook_port}",
+         "--audit-webhook-cert", str(lab.webhook_cert),
+         "--audit-webhook-key", str(lab.webhook_key), "--reports-dir", str(reports),
          "--alert-timeout", str(DEADLINE_S)],
         capture_output=True, text=True, timeout=600, cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO),
@@ -277,8 +352,11 @@ def test_the_suite_passes_audit_01_through_its_audit_webhook_option(lab, tmp_pat
     matched = row["endpoints"][0]["alert"]["matched"]
     assert matched["user"]["username"] == "system:anonymous"
     assert "kubeprobe-nonce" in matched["requestURI"]
-    assert "AuditWebhookReceiver" in results["environment"]["Alert sources"]
+    assert f"AuditWebhookReceiver on https://{lab.node_ip}:{lab.webhook_port}" in (
+        results["environment"]["Alert sources"])
     assert results["alert_receivers"]["audit"]["accepted"] >= 1
+    assert results["alert_receivers"]["audit"]["refused"] == {}
+    assert not (reports / "audit-webhook-ca.pem").exists()  # the operator's certificate
     assert lab.webhook_token not in output  # a token that was given is never shown
     assert done.returncode == 0, output[-3000:]
 
