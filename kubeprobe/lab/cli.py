@@ -1,4 +1,4 @@
-"""`kubeprobe lab build|up|down|status` (also `python -m kubeprobe.lab.cli ...`)."""
+"""`kubeprobe lab build|tools|up|down|status` (also `python -m kubeprobe.lab.cli ...`)."""
 from __future__ import annotations
 
 import argparse
@@ -13,6 +13,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kubeprobe lab", description="single-node Kubernetes lab on this host")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("build", help="build Kubernetes, etcd and pause from the Go module proxy (cached)")
+    tools = sub.add_parser("tools", help="build the registry, cosign and policy-controller from "
+                                         "their Go modules (cached; kubeprobe/lab/gotools.py)")
+    tools.add_argument("names", nargs="*", metavar="NAME")
     up = sub.add_parser("up", help="start the lab")
     up.add_argument("--profile", choices=sorted(cluster.config.PROFILES), required=True)
     up.add_argument("--image", action="append", default=[], type=Path, metavar="TAR",
@@ -27,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "build":
             build.build()
+        elif args.command == "tools":
+            from kubeprobe.lab import gotools
+            return gotools.main(args.names)
         elif args.command == "up":
             state = cluster.up(args.profile, args.image)
             print(f"lab up: profile={state.profile} node={state.node_name} ip={state.node_ip} "

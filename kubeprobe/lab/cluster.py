@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from kubeprobe import images, profiles
-from kubeprobe.lab import build, config, decoy, host, node_images
+from kubeprobe.lab import build, config, decoy, host, node_images, registry, signing
 
 LAB_DIR = Path("/var/lib/kubeprobe-lab")
 RUN_DIR = Path("/run/kubeprobe-lab")
@@ -67,6 +67,7 @@ class LabState:
     audit_log: Path | None = None  # the API server's audit log on this host (None: profile has none)
     images: list[str] = field(default_factory=list)  # refs of the extra images, `name:tag` and `name@sha256:`
     running: bool = True  # False: some lab process died (see log_dir); `down` cleans up
+    registry: dict | None = None  # kubeprobe.lab.registry.RegistryInfo as JSON
 
 
 CONTROL_PLANE_COMPONENTS = {"etcd", "kube-apiserver", "kube-controller-manager",
@@ -108,7 +109,7 @@ def status() -> LabState | None:
     return LabState(profile=raw["profile"], kubeconfig=Path(raw["kubeconfig"]), node_name=raw["node_name"],
                     node_ip=raw["node_ip"], lab_dir=LAB_DIR, log_dir=log_dir(), k8s_version=raw["k8s_version"],
                     pids=alive, audit_log=Path(raw["audit_log"]) if raw.get("audit_log") else None,
-                    images=raw.get("images", []),
+                    images=raw.get("images", []), registry=raw.get("registry"),
                     running=bool(alive) and set(alive) == set(raw.get("processes", {})))
 
 
@@ -209,7 +210,8 @@ class _Up:
         cfg = LAB_DIR / "containerd.toml"
         cfg.write_text(CONTAINERD_CONFIG.format(root=LAB_DIR / "containerd", state=RUN_DIR / "containerd",
                                                 sock=containerd_socket(), cni_conf=LAB_DIR / "cni",
-                                                cni_bin=CNI_BIN_DIR, pause=self.pause_ref))
+                                                cni_bin=CNI_BIN_DIR, pause=self.pause_ref,
+                                                registry_hosts=registry.hosts_dir(LAB_DIR)))
         exe = shutil.which("containerd")
         pid = host.start_process([exe, "--config", str(cfg)], log_dir() / "containerd.log")
         self.raw.setdefault("processes", {})["containerd"] = {"pid": pid, "exe": exe}
@@ -270,6 +272,25 @@ class _Up:
                       f"kubectl apply of the {self.profile} manifests", interval_s=1)
         self.say(f"applied {len(files)} file(s): {', '.join(f.name for f in files)}")
 
+    def start_registry(self) -> None:
+        """The lab's OCI registry (kubeprobe/lab/registry.py), once the CA exists."""
+        info, processes = registry.start(self.profile, profiles.registry_authenticated(self.profile),
+                                         self.node_ip, LAB_DIR, log_dir(), log=self.say)
+        self.raw["processes"].update(processes)
+        self.raw["registry"] = info.to_json()
+        self.save()
+        self.say(f"registry {info.host} on {info.address} "
+                 f"({'htpasswd' if info.authenticated else 'anonymous'})")
+
+    def populate_registry(self) -> None:
+        info = registry.populate(registry.RegistryInfo.from_json(self.raw["registry"]), self.kubectl,
+                                 Path(self.stamp["pause"]), LAB_DIR / "registry", self.extra_images, log=self.say)
+        if profiles.signature_admission(self.profile):
+            info.signature_admission = signing.install_policy_controller(
+                info, self.kubectl, self.node_ip, LAB_DIR / "registry", info.images, info.public_keys, log=self.say)
+        self.raw["registry"] = info.to_json()
+        self.save()
+
     def run(self) -> LabState:
         self.ensure_packages()
         self.prepare_host()
@@ -286,6 +307,7 @@ class _Up:
                        for t in tars + self.extra_images]
             for phase in ("certs all", "kubeconfig all", "etcd local", "control-plane all", "kubelet-start"):
                 self.kubeadm("init", "phase", *phase.split(), log_name="kubeadm-phases.log")
+            self.start_registry()
             self.say("kubeadm file phases done; waiting for image imports")
             refs = [job.result() for job in imports]
         self.raw["images"] = [r for per_tar in refs[len(tars):] for r in per_tar]
@@ -303,6 +325,7 @@ class _Up:
         host.wait_for(lambda: self.kubectl("get", "serviceaccount", "default", check=False).returncode == 0,
                       60, "the default ServiceAccount")
         self.apply_policies()
+        self.populate_registry()
         if self.profile == "decoy":
             self.raw["processes"].update(decoy.install(self.node_ip, log_dir()))
             self.save()
@@ -354,7 +377,8 @@ def up(profile: str, extra_images: Sequence[Path] = (), log: Callable[[str], Non
     runner.precheck()  # refusals leave any running lab alone
     try:
         return runner.run()
-    except (LabError, host.WaitTimeout, RuntimeError, OSError, subprocess.SubprocessError) as exc:
+    except (LabError, host.WaitTimeout, RuntimeError, OSError, subprocess.SubprocessError,
+            registry.RegistryLabError) as exc:
         # A half-started lab is useless to the caller: tear it down, keep the logs.
         log(f"lab up failed: {exc}; tearing down (logs kept in {log_dir()})")
         down(log=log)
@@ -471,6 +495,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{pause}"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    # kubeprobe/lab/registry.py: the lab registry's name -> node address, with the lab CA
+    config_path = "{registry_hosts}"
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   # This host withholds CAP_SYS_RESOURCE even from root, so runc cannot lower a container's
