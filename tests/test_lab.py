@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kubeprobe.lab import build, cli, cluster, config, host
+from kubeprobe.lab import build, cli, cluster, config, gotools, host
 
 SETTINGS = config.LabSettings(
     k8s_version="v1.34.10", etcd_image_tag="3.6.5-0", node_name="node-a", node_ip="192.0.2.2",
@@ -95,6 +95,7 @@ def test_up_refuses_when_a_port_is_taken(capsys):
 def _lab_processes(stamp: dict) -> list[int]:
     exes = {os.path.realpath(p) for p in (Path(stamp["k8s_bin"]).iterdir())}
     exes |= {os.path.realpath(stamp["etcd"]), os.path.realpath(stamp["pause"])}
+    exes.add(os.path.realpath(gotools.REGISTRY.binary))  # the lab registry (lab/registry.py)
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():

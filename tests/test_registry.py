@@ -8,6 +8,8 @@ them (tests/test_registry_lab.py, and the negative control on the hardened/weak/
 """
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from attacks import registry_anonymous_pull, unverified_image_pod
@@ -160,3 +162,53 @@ def test_docker_config_credentials(tmp_path):
     assert oci.docker_config_credentials("r.example:5443", tmp_path / "config.json") == ("u", "p:w")
     assert oci.docker_config_credentials("other.example", tmp_path / "config.json") == ("x", "y")
     assert oci.docker_config_credentials("nope.example", tmp_path / "config.json") is None
+
+
+# -- kubeprobe image publish -----------------------------------------------------------------
+def run_publish(*args, stdin=""):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "kubeprobe.cli", "image", "publish", *args],
+                          input=stdin, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--registry", "bad host"], "not a registry host"),
+    (["--registry", "r.example:5000", "--repository", "Bad/Name"], "not a valid repository"),
+    (["--registry", "r.example:5000", "--password-stdin"], "--password-stdin needs --username"),
+    (["--registry", "r.example:5000", "--sign-key", "/nonexistent.key"], "--sign-key"),
+    (["--repository", "a/b"], "--registry"),
+])
+def test_publish_bad_options_are_one_line_exit_2(args, says):
+    done = run_publish(*args)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and says in lines[0], done.stderr
+    assert done.stdout == ""
+
+
+def test_publish_pushes_the_probe_image_and_prints_its_digest(registries):
+    from kubeprobe.agent import source_hash
+    running = registries["htpasswd"]
+    done = run_publish("--registry", running.host, "--ca-file", str(running.ca_file),
+                       "--username", running.credentials[0], "--password-stdin",
+                       stdin=running.credentials[1] + "\n")
+    assert done.returncode == 0, done.stderr
+    reference = done.stdout.strip()
+    assert reference.startswith(f"{running.host}/kubeprobe/agent@sha256:")
+    digest = reference.split("@")[1]
+    client = running.client()
+    assert client.manifest_digest("kubeprobe/agent", source_hash()) == digest
+    config = json.loads(client.request("GET", f"/v2/kubeprobe/agent/blobs/"
+                                       f"{client.get_manifest('kubeprobe/agent', digest).json()['config']['digest']}",
+                                       scope="repository:kubeprobe/agent:pull").body)
+    assert config["config"]["Entrypoint"] == ["/kubeprobe-agent"]
+
+
+def test_publish_without_credentials_fails_in_one_line(registries, tmp_path, monkeypatch):
+    running = registries["htpasswd"]
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))      # no config.json entry
+    monkeypatch.delenv("KUBEPROBE_REGISTRY_PASSWORD", raising=False)
+    done = run_publish("--registry", running.host, "--ca-file", str(running.ca_file))
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and lines[-1].startswith("kubeprobe: image publish failed:")
+    assert "401" in lines[-1] and done.stdout == ""
