@@ -131,9 +131,9 @@ class _Up:
         tmp.write_text(json.dumps(self.raw, indent=2) + "\n")
         os.replace(tmp, state_path())
 
-    def kubectl(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+    def kubectl(self, *args: str, check: bool = True, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
         return host.run([str(self.bin / "kubectl"), "--kubeconfig", str(self.kubeconfig), *args],
-                        check=check, timeout=timeout)
+                        check=check, timeout=timeout, **kw)
 
     def precheck(self) -> None:
         if os.geteuid() != 0:
@@ -495,9 +495,6 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{pause}"
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    # kubeprobe/lab/registry.py: the lab registry's name -> node address, with the lab CA
-    config_path = "{registry_hosts}"
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   # This host withholds CAP_SYS_RESOURCE even from root, so runc cannot lower a container's
@@ -513,6 +510,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{cni_bin}"
     conf_dir = "{cni_conf}"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    # kubeprobe/lab/registry.py: the lab registry's name -> node address, with the lab CA
+    config_path = "{registry_hosts}"
 
 [plugins."io.containerd.internal.v1.opt"]
   path = "{root}/opt"

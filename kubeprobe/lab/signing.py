@@ -298,11 +298,11 @@ def cluster_image_policies(registry_host: str, public_key: str) -> list[dict]:
     images_ = [{"glob": f"{registry_host}/**"}]
     key = {"data": public_key}
     return [
-        {"apiVersion": "policy.sigstore.dev/v1beta1", "kind": "ClusterImagePolicy",
+        {"apiVersion": "policy.sigstore.dev/v1alpha1", "kind": "ClusterImagePolicy",
          "metadata": {"name": SIGNED_POLICY},
          "spec": {"images": images_, "mode": "enforce",
                   "authorities": [{"name": "lab-key", "key": key}]}},
-        {"apiVersion": "policy.sigstore.dev/v1beta1", "kind": "ClusterImagePolicy",
+        {"apiVersion": "policy.sigstore.dev/v1alpha1", "kind": "ClusterImagePolicy",
          "metadata": {"name": SCANNED_POLICY},
          "spec": {"images": images_, "mode": "enforce",
                   "authorities": [{"name": "lab-key-scan", "key": key, "attestations": [
