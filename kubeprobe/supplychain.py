@@ -84,6 +84,9 @@ class SupplyChain:
     credentials: tuple[str, str] | None = None    # for the authenticated twin
     images: dict[str, str] = field(default_factory=dict)   # kind -> ref (IMAGE_OPTIONS)
     facts: dict = field(default_factory=dict)     # what the lab knows (keys, webhook), evidence
+    # Namespaces the signature webhook leaves alone by design (the lab: its own namespace),
+    # not swept by REGISTRY-02..05; said in their evidence.
+    exempt_namespaces: tuple[str, ...] = ()
 
     def registry(self, anonymous: bool) -> tuple[oci.Registry, ImageRef]:
         if not self.registry_image:
@@ -130,9 +133,10 @@ def from_lab(registry_state: dict | None) -> SupplyChain | None:
     facts = {"registry": info.host, "authentication": "htpasswd" if info.authenticated
              else "none (anonymous)",
              "signature admission": info.signature_admission or "none"}
+    exempt = tuple((info.signature_admission or {}).get("exempt_namespaces", ()))
     return SupplyChain("lab", registry_image=samples.get("trusted"), registry_ca=info.ca_file,
                        registry_address=info.address, credentials=info.credentials(),
-                       images=images, facts=facts)
+                       images=images, facts=facts, exempt_namespaces=exempt)
 
 
 def from_options(registry_image: str | None, registry_ca: Path | None,

@@ -224,9 +224,15 @@ def policy_controller_manifests(image: str, info: RegistryInfo, node_ip: str) ->
                      "spec": {
                          "serviceAccountName": "webhook",
                          "imagePullSecrets": [{"name": PULL_SECRET}],
-                         # No cluster DNS in the lab: the node's resolver, and the registry's
-                         # name pinned to the node address.
-                         "dnsPolicy": "Default",
+                         # No DNS for it in the lab (no CoreDNS; the node's resolver does not
+                         # answer the pod network): a closed local port makes every lookup fail
+                         # at once instead of after resolver timeouts (the mutating webhook
+                         # tries to resolve every tag it sees), and the registry's name is
+                         # pinned to the node address.
+                         "dnsPolicy": "None",
+                         "dnsConfig": {"nameservers": ["127.0.0.1"],
+                                       "options": [{"name": "attempts", "value": "1"},
+                                                   {"name": "timeout", "value": "1"}]},
                          "hostAliases": [{"ip": node_ip, "hostnames": [REGISTRY_NAME]}],
                          "containers": [{
                              "name": "webhook", "image": image, "imagePullPolicy": "Always",
@@ -267,6 +273,10 @@ def policy_controller_manifests(image: str, info: RegistryInfo, node_ip: str) ->
         config("config-policy-controller", {"no-match-policy": "allow"}),
         config("config-logging", {"loglevel.webhook": "info"}),
         config("config-observability", {}),
+        # watched from start-up (a missing one stops the webhook); the reconcilers fill the
+        # first two from the ClusterImagePolicies and TrustRoots
+        config("config-image-policies", {}), config("config-sigstore-keys", {}),
+        config("config-leader-election", {}),
         docker_secret, registry_config,
         {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "webhook-certs", "namespace": ns}},
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "webhook", "namespace": ns},
@@ -331,12 +341,14 @@ def install_policy_controller(info: RegistryInfo, kubectl, node_ip: str, work: P
     check = _wait_enforcing(kubectl, refs)
     log(f"policy-controller {gotools.POLICY_CONTROLLER.version} enforces {SIGNED_POLICY} and "
         f"{SCANNED_POLICY} ({check})")
-    return {"webhook": WEBHOOK, "image": ref, "policies": [SIGNED_POLICY, SCANNED_POLICY]}
+    return {"webhook": WEBHOOK, "image": ref, "policies": [SIGNED_POLICY, SCANNED_POLICY],
+            # its own namespace (a webhook must not gate its own pods) and the detector's
+            "exempt_namespaces": [NAMESPACE, "falco"]}
 
 
 def _wait_rollout(kubectl) -> None:
-    done = kubectl("-n", NAMESPACE, "rollout", "status", "deployment/webhook", "--timeout=120s",
-                   check=False, timeout=150)
+    done = kubectl("-n", NAMESPACE, "rollout", "status", "deployment/webhook", "--timeout=90s",
+                   check=False, timeout=120)
     if done.returncode != 0:
         pods = kubectl("-n", NAMESPACE, "get", "pods", "-o", "json", check=False)
         detail = ""
@@ -345,8 +357,13 @@ def _wait_rollout(kubectl) -> None:
                 for c in pod["status"].get("containerStatuses") or []:
                     state = c.get("state") or {}
                     detail += json.dumps(state.get("waiting") or state.get("terminated") or {})
+        logs = kubectl("-n", NAMESPACE, "logs", "deployment/webhook", "--previous", "--tail=5",
+                       check=False)
+        if logs.returncode != 0:
+            logs = kubectl("-n", NAMESPACE, "logs", "deployment/webhook", "--tail=5", check=False)
         raise RegistryLabError(f"policy-controller did not become ready: "
-                               f"{(done.stderr or done.stdout).strip()[-200:]} {detail[:300]}")
+                               f"{(done.stderr or done.stdout).strip()[-200:]} {detail[:300]}; "
+                               f"its log: {(logs.stdout or logs.stderr).strip()[-1200:]}")
 
 
 def _wait_enforcing(kubectl, refs: dict) -> str:
