@@ -75,8 +75,11 @@ def test_kubelet_pulled_with_the_pull_secret(lab):
                                  "json").stdout)["items"]
     assert webhook and all(p["spec"]["imagePullSecrets"] == [{"name": registry.PULL_SECRET}]
                            for p in webhook)
-    assert all(c["image"].startswith(registry.HOST + "/kubeprobe/policy-controller@sha256:")
-               and c["ready"] for p in webhook for c in p["status"]["containerStatuses"])
+    for p in webhook:
+        image = p["spec"]["containers"][0]["image"]
+        assert image.startswith(registry.HOST + "/kubeprobe/policy-controller@sha256:"), image
+        status = p["status"]["containerStatuses"][0]
+        assert status["ready"] and status["imageID"].endswith(image.split("@")[1]), status
 
 
 @pytest.mark.parametrize("sample, denied_by", [
