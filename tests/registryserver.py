@@ -33,7 +33,7 @@ class RunningRegistry:
 
 def registry_binary() -> Path:
     if gotools.stamp(gotools.REGISTRY) is None:
-        pytest.fail("the distribution registry is not built: python3 -m kubeprobe.lab.gotools "
+        pytest.fail("the distribution registry is not built: python3 -m kubeprobe.cli lab tools "
                     "registry (.ci/install builds it)")
     return gotools.REGISTRY.binary
 

@@ -1,6 +1,6 @@
 """Go tools the lab's registry and signing need, built from their Go modules once.
 
-    python3 -m kubeprobe.lab.gotools [NAME ...]    build (or find) the tools; one line each
+    kubeprobe lab tools [NAME ...]    build (or find) the tools; one line each
 
 Like tests/tools.py builds actionlint: `GOTOOLCHAIN=local go install MODULE/PKG@VERSION`
 into ${XDG_CACHE_HOME:-~/.cache}/kubeprobe/tools/<name>-<version>/, sharing the lab's module
