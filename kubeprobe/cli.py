@@ -13,10 +13,14 @@
                                         (DIR/journal/ID.jsonl) and the kubeprobe.io/run-id
                                         label; one line per thing removed, exit 0 when
                                         nothing is left (see kubeprobe/sweep.py)
-    kubeprobe lab build|up|down|status  the local lab cluster (see kubeprobe/lab)
+    kubeprobe lab build|tools|up|down|status  the local lab cluster (see kubeprobe/lab)
     kubeprobe matrix [--profiles P,..] [--versions 1.35,1.36,1.37]
                                         the suite on the lab at each Kubernetes minor, one
                                         combined table (see kubeprobe/matrix.py)
+    kubeprobe image publish --registry HOST[:PORT] [...]
+                                        build the probe image, push it, sign it with
+                                        --sign-key, print its digest ref for --probe-image
+                                        (see kubeprobe/publish.py)
     kubeprobe rules generate ALLOWLIST  Falco rules from a kube-system allowlist
     kubeprobe docs controls [--check]   write docs/controls.md from the catalog and the attack
                                         docstrings (--check: exit 1 when it is stale)
@@ -82,13 +86,18 @@ def _matrix(argv: list[str]) -> int:
     return matrix_main(argv)
 
 
+def _image(argv: list[str]) -> int:
+    from kubeprobe.publish import main as publish_main
+    return publish_main(argv)
+
+
 def _docs(argv: list[str]) -> int:
     from kubeprobe.reference import main as docs_main
     return docs_main(argv)
 
 
 COMMANDS = {"run": _run, "catalog": _catalog, "diff": _diff, "sweep": _sweep, "lab": _lab,
-            "rules": _rules, "docs": _docs, "matrix": _matrix}
+            "rules": _rules, "docs": _docs, "matrix": _matrix, "image": _image}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -141,6 +141,8 @@ class AttackContext:
     alert_expected: bool = False
     # A trusted, digest-pinned image the cluster's image policy must admit (the twin's).
     trusted_image: str | None = None
+    # The private registry and signed/unsigned images (kubeprobe.supplychain.SupplyChain).
+    supply_chain: Any = None
     # The username of the ServiceAccount whose token `credentials.service_account_token`
     # handed out (set by it): what an authorizer's refusal must name.
     service_account_username: str | None = None

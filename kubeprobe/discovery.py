@@ -30,7 +30,7 @@ ETCD_CLIENT_FLAGS = ("--advertise-client-urls", "--listen-client-urls")
 # Plaintext listeners are always worth attacking, advertised or not.
 ETCD_PLAINTEXT_FLAGS = ("--listen-client-urls", "--listen-client-http-urls")
 ETCD_PEER_FLAGS = ("--initial-advertise-peer-urls", "--listen-peer-urls")
-KINDS = ("etcd_client", "etcd_peer", "node", "apiserver", "apiserver_network")
+KINDS = ("etcd_client", "etcd_peer", "node", "apiserver", "apiserver_network", "registry")
 FRONT_END = "front end"        # Endpoint.name of a kubeconfig URL that is not the API server's
 NODE_ADDRESS_TYPES = ("InternalIP", "ExternalIP")
 

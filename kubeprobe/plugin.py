@@ -158,6 +158,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="a digest-pinned image the cluster's image policy admits, for the "
                          "positive twins of admission attacks (default: "
                          "registry.k8s.io/pause@sha256:...)")
+    # The supply-chain controls (REGISTRY-*) on an existing cluster (kubeprobe.supplychain);
+    # the lab names its own registry and images.
+    group.addoption("--registry-image", default=None, metavar="REF",
+                    help="an image in the private registry: its manifest is requested without "
+                         "credentials (REGISTRY-01)")
+    group.addoption("--registry-ca", type=Path, default=None, metavar="FILE",
+                    help="CA bundle for the private registry's TLS (default: system trust)")
+    for option, (_, what) in _supply_chain_options().items():
+        group.addoption(option, default=None, metavar="REF",
+                        help=f"{what} (REGISTRY-02..05; without it the control SKIPs)")
     group.addoption("--reports-dir", type=Path, default=resources.DEFAULT_REPORTS,
                     help="where report.html, results.json and junit.xml go (default: the "
                          "checkout's reports/, installed: ./reports)")
@@ -424,6 +434,27 @@ def _audit_webhook_tls(config: pytest.Config, reports: Path) -> None:
                  f"file), or give --audit-webhook-cert/--audit-webhook-key")
 
 
+def _supply_chain_options() -> dict[str, tuple[str, str]]:
+    """option -> (image kind, what it is), from kubeprobe.supplychain."""
+    from kubeprobe.supplychain import IMAGE_OPTIONS
+    return {option: (kind, what) for kind, (option, what) in IMAGE_OPTIONS.items()}
+
+
+def _supply_chain_images(config: pytest.Config) -> dict[str, str | None]:
+    return {kind: config.getoption(option.lstrip("-").replace("-", "_"))
+            for option, (kind, _) in _supply_chain_options().items()}
+
+
+def _supply_chain(config: pytest.Config, target):
+    """Options name the registry and images if any is given; else the lab's own, if any."""
+    from kubeprobe import supplychain
+    images = _supply_chain_images(config)
+    if config.getoption("registry_image") or any(images.values()):
+        return supplychain.from_options(config.getoption("registry_image"),
+                                        config.getoption("registry_ca"), images)
+    return supplychain.from_lab(getattr(target, "registry", None))
+
+
 def _validate_options(config: pytest.Config) -> None:
     """kubeprobe's own options, checked before anything is built or touched: one line and
     exit 2 for a bad value (pytest would say exit 4, with its usage text)."""
@@ -460,6 +491,10 @@ def _validate_options(config: pytest.Config) -> None:
     if not DNS_LABEL.match(opt.falco_namespace or ""):
         _cannot_run(f"--falco-namespace {opt.falco_namespace!r}: not a namespace name "
                     f"(lowercase letters, digits and '-')")
+    from kubeprobe.supplychain import check_options
+    bad = check_options(opt.registry_image, opt.registry_ca, _supply_chain_images(config))
+    if bad:
+        _cannot_run(bad)
     if opt.fail_on not in diff.FAIL_ON:
         _cannot_run(f"--fail-on {opt.fail_on!r}: must be one of {', '.join(diff.FAIL_ON)}")
     if opt.baseline is not None:
@@ -591,6 +626,7 @@ def kubeprobe_suite(request: pytest.FixtureRequest, kubeprobe_target):
                   falco_namespace=config.getoption("falco_namespace"),
                   namespace_patterns=_namespace_patterns(config.getoption("namespaces")),
                   trusted_image=config.getoption("trusted_image"),
+                  supply_chain=_supply_chain(config, kubeprobe_target),
                   parallelism=config.getoption("parallelism"),
                   run_deadline_s=config.getoption("deadline"), interrupts=guard)
     suite.journal = _start_journal(config, suite, kubeprobe_target)

@@ -26,3 +26,21 @@ PROFILE_MANIFESTS = {"hardened": (FIXTURES / "policies",),
 def manifest_files(profile: str) -> list[Path]:
     return [f for directory in PROFILE_MANIFESTS.get(profile, ()) if directory.is_dir()
             for f in sorted(directory.glob("*.yaml"))]
+
+
+# The lab's OCI registry (kubeprobe/lab/registry.py): htpasswd authentication on the
+# hardened lab, the same registry anonymous on the weak one (and so on the decoy).
+REGISTRY_AUTHENTICATED = {"hardened": True, "weak": False, "decoy": False}
+
+
+def registry_authenticated(profile: str) -> bool:
+    return REGISTRY_AUTHENTICATED.get(profile, False)
+
+
+# Signature- and scan-gated admission (sigstore policy-controller, kubeprobe/lab/signing.py):
+# the hardened lab only.
+SIGNATURE_ADMISSION = {"hardened": True, "weak": False, "decoy": False}
+
+
+def signature_admission(profile: str) -> bool:
+    return SIGNATURE_ADMISSION.get(profile, False)

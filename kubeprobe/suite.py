@@ -192,6 +192,8 @@ class Suite:
     # Workload namespaces admission attacks also try (globs; empty: only the run's own).
     namespace_patterns: tuple[str, ...] = ("*",)
     trusted_image: str | None = None
+    # The private registry and signed/unsigned images (kubeprobe.supplychain), or None.
+    supply_chain: Any = None
     # Controls attacked at once, and 4x as many endpoints of one control (1: one after
     # another).
     parallelism: int = 8
@@ -273,7 +275,8 @@ class Suite:
 
     @cached_property
     def endpoints(self) -> Endpoints:
-        return discover(self.kube)
+        from kubeprobe.supplychain import add_registry_endpoint
+        return add_registry_endpoint(discover(self.kube), self.supply_chain)
 
     @cached_property
     def namespace(self) -> RunNamespace:
@@ -520,7 +523,8 @@ class Suite:
                             sweep_namespaces=((lambda: self.workload_namespaces)
                                               if self.namespace_patterns else None),
                             alert_expected=expected is not Expectation.BLOCKED,
-                            trusted_image=self.trusted_image, stopping=self._stopping,
+                            trusted_image=self.trusted_image,
+                            supply_chain=self.supply_chain, stopping=self._stopping,
                             journal=self.journal)
         skip_reason = None
         since = datetime.now(timezone.utc)

@@ -39,6 +39,7 @@ class Target:
     log_dir: Path | None = None
     images: list[str] = field(default_factory=list)  # refs of the extra images it was given
     falco: str | None = None                    # what the target did about Falco, if anything
+    registry: dict | None = None                # the lab's registry (kubeprobe.lab.registry)
     teardown: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> list[str]:
@@ -199,7 +200,7 @@ def _lab(opts: TargetOptions) -> Target:
     target = Target("lab", state.kubeconfig, None,
                     f"local lab {state.k8s_version} ({state.profile}) on {state.node_name}",
                     state.profile, node_host=lambda node: "local://", log_dir=state.log_dir,
-                    images=list(state.images))
+                    images=list(state.images), registry=state.registry)
     if started_here and not opts.keep_cluster:
         target.teardown.append(lab.down)
     return target

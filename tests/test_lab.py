@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kubeprobe.lab import build, cli, cluster, config, host
+from kubeprobe.lab import build, cli, cluster, config, gotools, host
 
 def settings(version: str) -> config.LabSettings:
     return config.LabSettings(
@@ -179,6 +179,7 @@ def test_up_refuses_when_a_port_is_taken(capsys):
 def _lab_processes(stamp: dict) -> list[int]:
     exes = {os.path.realpath(p) for p in (Path(stamp["k8s_bin"]).iterdir())}
     exes |= {os.path.realpath(stamp["etcd"]), os.path.realpath(stamp["pause"])}
+    exes.add(os.path.realpath(gotools.REGISTRY.binary))  # the lab registry (lab/registry.py)
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():

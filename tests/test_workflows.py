@@ -7,6 +7,7 @@ Nothing here contacts a cluster or the internet.
 """
 from __future__ import annotations
 
+import json
 import shutil
 import stat
 import subprocess
@@ -119,7 +120,7 @@ def _mkdirs(*paths: Path) -> None:
 @pytest.mark.parametrize("with_baseline", [True, False], ids=["baseline", "first-night"])
 def test_kubeprobe_accepts_the_workflows_command_line(tmp_path, with_baseline):
     """The extracted arguments go to the real kubeprobe, collect-only: every option and the
-    baseline file are checked, the 48 controls collected, nothing attacked (the kubeconfig
+    baseline file are checked, every catalog control collected, nothing attacked (the kubeconfig
     names a closed port; collection never connects)."""
     work = tmp_path / "job"
     _mkdirs(work / "last-night", tmp_path / "x")
@@ -133,7 +134,8 @@ def test_kubeprobe_accepts_the_workflows_command_line(tmp_path, with_baseline):
                           env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
                                "PYTHONPATH": str(REPO)})
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "48 tests collected" in done.stdout
+    from kubeprobe.catalog import load_catalog
+    assert f"{len(load_catalog().controls)} tests collected" in done.stdout
     assert (work / "reports").is_dir()
 
 
@@ -224,3 +226,47 @@ def test_printed_command_for_ci():
     assert done.stdout == ("kubeprobe run --kubeconfig /var/lib/kubeprobe-lab/admin.conf "
                            "--reports-dir reports --baseline last-night/results.json "
                            "--fail-on regression\n")
+
+
+def test_published_probe_image_goes_to_probe_image(tmp_path):
+    """The nightly examples publish the probe image when a registry is named
+    (`kubeprobe image publish`, issue 15) and hand its printed reference to --probe-image;
+    a pinned KUBEPROBE_PROBE_IMAGE still wins."""
+    publish = ["image", "publish", "--registry", "reg.example:5000"]
+    standin_ref = "KUBEPROBE_ARGV " + json.dumps(publish)   # what the stand-in prints
+    # GitLab: one script item publishes, then runs
+    argv = workflows.gitlab_kubeprobe_argv(tmp_path / "g", "/k/staging.kubeconfig",
+                                           values={"KUBEPROBE_PROBE_REGISTRY": "reg.example:5000"})
+    assert argv == EXPECTED + ["--probe-image", standin_ref]
+    pinned = workflows.gitlab_kubeprobe_argv(
+        tmp_path / "h", "/k/staging.kubeconfig",
+        values={"KUBEPROBE_PROBE_REGISTRY": "reg.example:5000",
+                "KUBEPROBE_PROBE_IMAGE": "reg/agent@sha256:ab"})
+    assert pinned == EXPECTED + ["--probe-image", "reg/agent@sha256:ab"]
+    # GitHub: the publish step writes PUBLISHED_PROBE_IMAGE, the kubeprobe step uses it
+    step = workflows.github_step("probe-image")
+    work = tmp_path / "gh"
+    (work / "runner").mkdir(parents=True)
+    env_file = work / "github_env"
+    bin_dir = work / ".standin-bin"
+    bin_dir.mkdir()
+    (bin_dir / "kubeprobe").write_text(workflows.STANDIN)
+    (bin_dir / "kubeprobe").chmod(0o755)
+    env = workflows.github_step_env(step, {"KUBEPROBE_PROBE_REGISTRY": "reg.example:5000",
+                                           "KUBEPROBE_COSIGN_KEY": "-----BEGIN KEY-----"})
+    done = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]],
+                          capture_output=True, text=True, timeout=30, cwd=work,
+                          env={"PATH": f"{bin_dir}:/usr/bin:/bin", **env,
+                               "RUNNER_TEMP": str(work / "runner"), "GITHUB_ENV": str(env_file)})
+    assert done.returncode == 0, done.stderr
+    key = work / "runner" / "cosign.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    published = "KUBEPROBE_ARGV " + json.dumps(publish + ["--sign-key", str(key)])
+    assert env_file.read_text() == f"PUBLISHED_PROBE_IMAGE={published}\n"
+    kubeprobe_step = workflows.github_step("kubeprobe")
+    argv = workflows.run_script(
+        kubeprobe_step["run"], ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c"],
+        {**workflows.github_step_env(kubeprobe_step, {}), "KUBECONFIG_FILE": "/k/staging.kubeconfig",
+         "PUBLISHED_PROBE_IMAGE": "reg.example:5000/kubeprobe/agent@sha256:cd"},
+        tmp_path / "gh2", with_baseline=True)
+    assert argv == EXPECTED + ["--probe-image", "reg.example:5000/kubeprobe/agent@sha256:cd"]

@@ -1,4 +1,4 @@
-"""`kubeprobe lab build|up|down|status` (also `python -m kubeprobe.lab.cli ...`)."""
+"""`kubeprobe lab build|tools|up|down|status` (also `python -m kubeprobe.lab.cli ...`)."""
 from __future__ import annotations
 
 import argparse
@@ -63,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--k8s-version", metavar="V", help=f"a supported minor or patch: {versions}; "
                    f"default {build.DEFAULT_VERSION}")
     b.add_argument("--all", action="store_true", help="every supported minor, side by side")
+    tools = sub.add_parser("tools", help="build the registry, cosign and policy-controller from "
+                                         "their Go modules (cached; kubeprobe/lab/gotools.py)")
+    tools.add_argument("names", nargs="*", metavar="NAME")
     up = sub.add_parser("up", help="start the lab")
     up.add_argument("--k8s-version", metavar="V", help=f"Kubernetes version to run ({versions}); "
                     f"default {build.DEFAULT_VERSION}; it must be built")
@@ -88,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "build":
             for version in (build.SUPPORTED.values() if args.all else [args.k8s_version]):
                 build.build(version)
+        elif args.command == "tools":
+            from kubeprobe.lab import gotools
+            return gotools.main(args.names)
         elif args.command == "up":
             state = cluster.up(args.profile, args.image, version=args.k8s_version,
                                audit_webhook=_audit_webhook(args.audit_webhook,

@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import yaml
 
 from kubeprobe import images, profiles
-from kubeprobe.lab import build, config, decoy, host, node_images
+from kubeprobe.lab import build, config, decoy, host, node_images, registry, signing
 
 LAB_DIR = Path("/var/lib/kubeprobe-lab")
 RUN_DIR = Path("/run/kubeprobe-lab")
@@ -70,6 +70,7 @@ class LabState:
     images: list[str] = field(default_factory=list)  # refs of the extra images, `name:tag` and `name@sha256:`
     audit_webhook: str | None = None  # where the API server posts audit events (None: nowhere)
     running: bool = True  # False: some lab process died (see log_dir); `down` cleans up
+    registry: dict | None = None  # kubeprobe.lab.registry.RegistryInfo as JSON
 
 
 CONTROL_PLANE_COMPONENTS = {"etcd", "kube-apiserver", "kube-controller-manager",
@@ -112,6 +113,7 @@ def status() -> LabState | None:
                     node_ip=raw["node_ip"], lab_dir=LAB_DIR, log_dir=log_dir(), k8s_version=raw["k8s_version"],
                     pids=alive, audit_log=Path(raw["audit_log"]) if raw.get("audit_log") else None,
                     images=raw.get("images", []), audit_webhook=raw.get("audit_webhook"),
+                    registry=raw.get("registry"),
                     running=bool(alive) and set(alive) == set(raw.get("processes", {})))
 
 
@@ -136,9 +138,9 @@ class _Up:
         tmp.write_text(json.dumps(self.raw, indent=2) + "\n")
         os.replace(tmp, state_path())
 
-    def kubectl(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+    def kubectl(self, *args: str, check: bool = True, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
         return host.run([str(self.bin / "kubectl"), "--kubeconfig", str(self.kubeconfig), *args],
-                        check=check, timeout=timeout)
+                        check=check, timeout=timeout, **kw)
 
     def precheck(self) -> None:
         if os.geteuid() != 0:
@@ -230,7 +232,8 @@ class _Up:
         cfg = LAB_DIR / "containerd.toml"
         cfg.write_text(CONTAINERD_CONFIG.format(root=LAB_DIR / "containerd", state=RUN_DIR / "containerd",
                                                 sock=containerd_socket(), cni_conf=LAB_DIR / "cni",
-                                                cni_bin=CNI_BIN_DIR, pause=self.pause_ref))
+                                                cni_bin=CNI_BIN_DIR, pause=self.pause_ref,
+                                                registry_hosts=registry.hosts_dir(LAB_DIR)))
         exe = shutil.which("containerd")
         pid = host.start_process([exe, "--config", str(cfg)], log_dir() / "containerd.log")
         self.raw.setdefault("processes", {})["containerd"] = {"pid": pid, "exe": exe}
@@ -291,6 +294,25 @@ class _Up:
                       f"kubectl apply of the {self.profile} manifests", interval_s=1)
         self.say(f"applied {len(files)} file(s): {', '.join(f.name for f in files)}")
 
+    def start_registry(self) -> None:
+        """The lab's OCI registry (kubeprobe/lab/registry.py), once the CA exists."""
+        info, processes = registry.start(self.profile, profiles.registry_authenticated(self.profile),
+                                         self.node_ip, LAB_DIR, log_dir(), log=self.say)
+        self.raw["processes"].update(processes)
+        self.raw["registry"] = info.to_json()
+        self.save()
+        self.say(f"registry {info.host} on {info.address} "
+                 f"({'htpasswd' if info.authenticated else 'anonymous'})")
+
+    def populate_registry(self) -> None:
+        info = registry.populate(registry.RegistryInfo.from_json(self.raw["registry"]), self.kubectl,
+                                 Path(self.stamp["pause"]), LAB_DIR / "registry", self.extra_images, log=self.say)
+        if profiles.signature_admission(self.profile):
+            info.signature_admission = signing.install_policy_controller(
+                info, self.kubectl, self.node_ip, LAB_DIR / "registry", info.images, info.public_keys, log=self.say)
+        self.raw["registry"] = info.to_json()
+        self.save()
+
     def run(self) -> LabState:
         self.ensure_packages()
         self.prepare_host()
@@ -307,6 +329,7 @@ class _Up:
                        for t in tars + self.extra_images]
             for phase in ("certs all", "kubeconfig all", "etcd local", "control-plane all", "kubelet-start"):
                 self.kubeadm("init", "phase", *phase.split(), log_name="kubeadm-phases.log")
+            self.start_registry()
             self.say("kubeadm file phases done; waiting for image imports")
             refs = [job.result() for job in imports]
         self.raw["images"] = [r for per_tar in refs[len(tars):] for r in per_tar]
@@ -324,6 +347,7 @@ class _Up:
         host.wait_for(lambda: self.kubectl("get", "serviceaccount", "default", check=False).returncode == 0,
                       60, "the default ServiceAccount")
         self.apply_policies()
+        self.populate_registry()
         if self.profile == "decoy":
             self.raw["processes"].update(decoy.install(self.node_ip, log_dir()))
             self.save()
@@ -383,7 +407,8 @@ def up(profile: str, extra_images: Sequence[Path] = (), log: Callable[[str], Non
     runner.precheck()  # refusals leave any running lab alone
     try:
         return runner.run()
-    except (LabError, host.WaitTimeout, RuntimeError, OSError, subprocess.SubprocessError) as exc:
+    except (LabError, host.WaitTimeout, RuntimeError, OSError, subprocess.SubprocessError,
+            registry.RegistryLabError) as exc:
         # A half-started lab is useless to the caller: tear it down, keep the logs.
         log(f"lab up failed: {exc}; tearing down (logs kept in {log_dir()})")
         down(log=log)
@@ -515,6 +540,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{cni_bin}"
     conf_dir = "{cni_conf}"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    # kubeprobe/lab/registry.py: the lab registry's name -> node address, with the lab CA
+    config_path = "{registry_hosts}"
 
 [plugins."io.containerd.internal.v1.opt"]
   path = "{root}/opt"

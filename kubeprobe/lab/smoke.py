@@ -39,7 +39,7 @@ def smoke_image(out_dir: Path) -> Path:
 
 
 def run_smoke(state: cluster.LabState, timeout: float = 60) -> SmokeResult:
-    kubectl = [str(Path(build.read_stamp()["k8s_bin"]) / "kubectl"), "--kubeconfig", str(state.kubeconfig)]
+    kubectl = [str(Path(build.read_stamp(version=state.k8s_version)["k8s_bin"]) / "kubectl"), "--kubeconfig", str(state.kubeconfig)]
     sock = str(cluster.containerd_socket())
     tar = smoke_image(state.lab_dir / "smoke")
     image = next(r for r in images.import_into_containerd(tar, sock) if "@sha256:" in r)
