@@ -14,6 +14,7 @@
                                         label; one line per thing removed, exit 0 when
                                         nothing is left (see kubeprobe/sweep.py)
     kubeprobe lab build|up|down|status  the local lab cluster (see kubeprobe/lab)
+    kubeprobe kind engine|tools|image   kind: the engine, its tools, the offline node image
     kubeprobe rules generate ALLOWLIST  Falco rules from a kube-system allowlist
     kubeprobe docs controls [--check]   write docs/controls.md from the catalog and the attack
                                         docstrings (--check: exit 1 when it is stale)
@@ -59,6 +60,11 @@ def _lab(argv: list[str]) -> int:
     return lab_main(argv)
 
 
+def _kind(argv: list[str]) -> int:
+    from kubeprobe.kind.cli import main as kind_main
+    return kind_main(argv)
+
+
 def _rules(argv: list[str]) -> int:
     from kubeprobe.rules import main as rules_main
     return rules_main(argv)
@@ -80,7 +86,7 @@ def _docs(argv: list[str]) -> int:
 
 
 COMMANDS = {"run": _run, "catalog": _catalog, "diff": _diff, "sweep": _sweep, "lab": _lab,
-            "rules": _rules, "docs": _docs}
+            "kind": _kind, "rules": _rules, "docs": _docs}
 
 
 def main(argv: list[str] | None = None) -> int:
