@@ -249,8 +249,7 @@ def image_key(stamp: dict, coredns_version: str | None) -> str:
     """Digest of every input: the lab's binaries (its stamp), the tools, the base, this file."""
     h = hashlib.sha256()
     h.update(json.dumps(stamp, sort_keys=True).encode())
-    for tool in (*tools.NODE_TOOLS, *( [tools.coredns_tool(coredns_version)]
-                                       if coredns_version else [])):
+    for tool in tools.NODE_TOOLS:
         h.update(json.dumps(tools.stamp(tool) or {}, sort_keys=True).encode())
     h.update(base_key().encode())
     h.update(Path(__file__).read_bytes())
@@ -285,9 +284,10 @@ def _import_images(root: Path, tars: list[Path], containerd_dir: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="kubeprobe-kind-ctrd-") as tmp:
         sock = Path(tmp) / "containerd.sock"
         config = Path(tmp) / "config.toml"
-        config.write_text("version = 3\n[grpc]\n  address = \"%s\"\n"
-                          "[plugins.'io.containerd.cri.v1.images']\n  snapshotter = 'native'\n"
-                          % sock)
+        # content and image metadata only: no CRI, nothing unpacked (CRI unpacks in the node)
+        config.write_text('version = 3\ndisabled_plugins = ["io.containerd.grpc.v1.cri", '
+                          '"io.containerd.cri.v1.runtime", "io.containerd.cri.v1.images"]\n'
+                          f'[grpc]\n  address = "{sock}"\n')
         log = open(Path(tmp) / "log", "wb")
         proc = subprocess.Popen([str(containerd_dir / "containerd"), "--config", str(config),
                                  "--root", str(root / "var/lib/containerd"),
@@ -320,10 +320,9 @@ def build(stamp: dict, *, log=lambda line: None, force: bool = False,
     """The local node image's ref; built (and loaded into the engine) when missing."""
     cdns = coredns_version(stamp) if with_coredns else None
     for tool in tools.NODE_TOOLS:
-        tools.ensure(tool, log)
-    coredns_dir = None
-    if cdns:
-        coredns_dir = tools.ensure(tools.coredns_tool(cdns.lstrip("v").join(("v", ""))), log)
+        if tool is not tools.COREDNS or with_coredns:
+            tools.ensure(tool, log)
+    coredns_dir = tools.COREDNS.dir if with_coredns else None
     ref = image_ref(stamp, cdns)
     if docker_has(ref) and not force:
         return ref

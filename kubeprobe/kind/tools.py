@@ -10,8 +10,12 @@
     crictl      sigs.k8s.io/cri-tools                 crictl (node image)
     local-path  github.com/rancher/local-path-provisioner   the node image's storage
     coredns     github.com/coredns/coredns            the node image's DNS addon
-    kindnetd    kubeprobe/kind/kindnetd (kind's nested module at 69b56db7, vendored: the Go
-                module proxy does not serve sigs.k8s.io/kind/images/kindnetd)
+    kindnetd    kubeprobe/kind/kindnetd: kind's nested module images/kindnetd at kind@2411fe07,
+                vendored (the Go module proxy does not serve sigs.k8s.io/kind/images/kindnetd).
+                Not the 69b56db7 source kind v0.33.0's image tag names: its next change
+                (e35179f0) needs sigs.k8s.io/kube-network-policies
+                v1.0.1-0.20260528073847-f67f0fb35e2b, which the proxy refuses (403); 2411fe07
+                is the last kindnetd on kube-network-policies v0.8.0, which it serves.
 
 Each lands in ${XDG_CACHE_HOME:-~/.cache}/kubeprobe/tools/<name>-<version>/ with a
 build.stamp.json (module, version, seconds, go). Builds share the lab's GOMODCACHE (gomod/) and
@@ -20,6 +24,7 @@ call finds the stamp and builds nothing.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -81,18 +86,19 @@ CRICTL = GoTool("crictl", "sigs.k8s.io/cri-tools", "v1.37.0",
                 ldflags="-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=v1.37.0")
 LOCAL_PATH = GoTool("local-path-provisioner", "github.com/rancher/local-path-provisioner",
                     "v0.0.30", ("github.com/rancher/local-path-provisioner",))
-KINDNETD = GoTool("kindnetd", "sigs.k8s.io/kind/images/kindnetd", "69b56db7",
+KINDNETD = GoTool("kindnetd", "sigs.k8s.io/kind/images/kindnetd", "2411fe07",
                   ("./cmd/kindnetd",), how="local")
 
 
-def coredns_tool(version: str) -> GoTool:
-    return GoTool("coredns", "github.com/coredns/coredns", version,
-                  ("github.com/coredns/coredns",))
+# One CoreDNS build serves every Kubernetes version the lab supports: the node image tags it as
+# the coredns image that version's kubeadm lists (the binary reads kubeadm's Corefile either way).
+COREDNS = GoTool("coredns", "github.com/coredns/coredns", "v1.14.6",
+                 ("github.com/coredns/coredns",))
 
 
 ENGINE_TOOLS = (MOBY, RUNC)
 CLI_TOOLS = (KIND, HELM)
-NODE_TOOLS = (CONTAINERD, RUNC, CRICTL, KINDNETD, LOCAL_PATH)
+NODE_TOOLS = (CONTAINERD, RUNC, CRICTL, KINDNETD, LOCAL_PATH, COREDNS)
 
 
 def go_env(tool: GoTool) -> dict:
@@ -119,7 +125,17 @@ def _go(args: list[str], env: dict, cwd: Path, what: str, timeout: float = 3600)
 
 
 def ensure(tool: GoTool, log=lambda line: None) -> Path:
-    """The tool's directory, its binaries built from the Go module the first time."""
+    """The tool's directory, its binaries built from the Go module the first time (one build
+    at a time per tool, machine-wide: a second caller waits for the first and finds it)."""
+    if stamp(tool) is not None:
+        return tool.dir
+    tool.dir.mkdir(parents=True, exist_ok=True)
+    with open(tool.dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _ensure_locked(tool, log)
+
+
+def _ensure_locked(tool: GoTool, log) -> Path:
     if stamp(tool) is not None:
         return tool.dir
     if shutil.which("go") is None:
