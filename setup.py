@@ -10,8 +10,8 @@ from setuptools.command.build_py import build_py
 ROOT = Path(__file__).resolve().parent
 # Files, or directories taken whole; paths relative to the repository root.
 DATA = ("kind-config.yaml", "fixtures", "docs/controls.md", "agent/go.mod", "agent/main.go",
-        "build/etcd/go.mod", "build/etcd/go.sum", "build/kubernetes/go.mod",
-        "build/kubernetes/go.sum", "build/pause/go.mod", "build/pause/main.go")
+        "build/etcd", "build/kubernetes",  # one wrapper module per version (go.mod + go.sum)
+        "build/pause/go.mod", "build/pause/main.go")
 
 
 def data_files() -> list[Path]:

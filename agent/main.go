@@ -3,6 +3,10 @@
 //	kubeprobe-agent probe   read ONE Probe JSON line on stdin, print ONE Exchange JSON
 //	                        (HTTP/1.1, or one unary gRPC call over HTTP/2 when "grpc" is set)
 //	kubeprobe-agent sleep   block until SIGTERM (the pod's main process)
+//	kubeprobe-agent node-find CID               from a privileged hostPID pod: the node path
+//	kubeprobe-agent node-plant CID DIR NAME     of container CID's root filesystem; copy this
+//	kubeprobe-agent node-unplant PATH           binary into it as DIR/NAME; remove DIR again
+//	                        (the node's mount namespace is reached through /proc/1/root)
 //
 // Keys and tokens travel on stdin, never argv, so they stay out of pods/exec audit events.
 // Failures are data (exit 0); only malformed input exits 2.
@@ -24,6 +28,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -567,7 +572,7 @@ func main() {
 		os.Exit(connectAs(name, os.Args[1:]))
 	}
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: kubeprobe-agent probe|sleep|listen|setns|read-secret-after")
+		fmt.Fprintln(os.Stderr, "usage: kubeprobe-agent probe|sleep|listen|setns|read-secret-after|node-find|node-plant|node-unplant")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
@@ -593,8 +598,157 @@ func main() {
 		os.Exit(changeNetworkNamespace())
 	case "read-secret-after":
 		os.Exit(readSecretAfter(os.Args[2:]))
+	case "node-find":
+		os.Exit(nodeFind(os.Args[2:]))
+	case "node-plant":
+		os.Exit(nodePlant(os.Args[2:]))
+	case "node-unplant":
+		os.Exit(nodeUnplant(os.Args[2:]))
 	default:
-		fmt.Fprintln(os.Stderr, "usage: kubeprobe-agent probe|sleep|listen|setns|read-secret-after")
+		fmt.Fprintln(os.Stderr, "usage: kubeprobe-agent probe|sleep|listen|setns|read-secret-after|node-find|node-plant|node-unplant")
 		os.Exit(2)
 	}
+}
+
+// Node access from a privileged pod with hostPID: the node's processes are visible, and
+// /proc/<pid>/root of one of them is the node's root directory in the node's mount
+// namespace, where containerd mounts every container's root filesystem. PID 1 (the node's
+// init) first, then containerd and the kubelet (an init that is not dumpable refuses its
+// root even to root). Only the paths kubeprobe plants are accepted (the same shape
+// kubeprobe/journal.py's PLANTED_PATH checks), so a forged argument removes nothing else.
+var (
+	containerIDPattern = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	plantDirPattern    = regexp.MustCompile(`^/tmp/kubeprobe-[0-9a-f]{8,32}$`)
+	plantNamePattern   = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+	plantedPathPattern = regexp.MustCompile(`^/run/(?:[A-Za-z0-9._-]+/)?containerd/io\.containerd\.runtime\.v2\.task/k8s\.io/[0-9a-f]{64}/rootfs/tmp/kubeprobe-[0-9a-f]{8,32}$`)
+	rootfsGlobs        = []string{"/run/containerd/io.containerd.runtime.v2.task/k8s.io/%s/rootfs",
+		"/run/*/containerd/io.containerd.runtime.v2.task/k8s.io/%s/rootfs"}
+	hostProcessNames = map[string]bool{"containerd": true, "kubelet": true}
+)
+
+func nodeFail(format string, args ...any) int {
+	fmt.Fprintf(os.Stderr, "kubeprobe-agent: "+format+"\n", args...)
+	return 1
+}
+
+// hostRoots: /proc/1/root, then /proc/<pid>/root of containerd and the kubelet; each with
+// why it cannot be used, if it cannot.
+func hostRoots() (usable []string, refused []string) {
+	pids := []string{"1"}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil || e.Name() == "1" {
+			continue
+		}
+		comm, err := os.ReadFile("/proc/" + e.Name() + "/comm")
+		if err == nil && hostProcessNames[strings.TrimSpace(string(comm))] {
+			pids = append(pids, e.Name())
+		}
+	}
+	for _, pid := range pids {
+		root := "/proc/" + pid + "/root"
+		if _, err := os.ReadDir(root + "/run"); err != nil {
+			refused = append(refused, err.Error())
+			continue
+		}
+		usable = append(usable, root)
+	}
+	return usable, refused
+}
+
+// containerRootfs: the host root it was found through, and the node path (without that
+// prefix) of the container's root filesystem.
+func containerRootfs(cid string) (string, string, error) {
+	if !containerIDPattern.MatchString(cid) {
+		return "", "", fmt.Errorf("%q is not a containerd container id", cid)
+	}
+	roots, refused := hostRoots()
+	for _, root := range roots {
+		var found []string
+		for _, pattern := range rootfsGlobs {
+			matches, _ := filepath.Glob(root + fmt.Sprintf(pattern, cid))
+			for _, m := range matches {
+				if info, err := os.Stat(m); err == nil && info.IsDir() {
+					found = append(found, strings.TrimPrefix(m, root))
+				}
+			}
+		}
+		if len(found) == 1 {
+			return root, found[0], nil
+		}
+	}
+	return "", "", fmt.Errorf("root filesystem of container %s not found on the node (through %d host root(s) %s; refused: %s)",
+		cid[:12], len(roots), strings.Join(roots, " "), strings.Join(refused, "; "))
+}
+
+func nodeFind(args []string) int {
+	if len(args) < 1 {
+		return nodeFail("usage: node-find CONTAINER_ID")
+	}
+	root, rootfs, err := containerRootfs(args[0])
+	if err != nil {
+		return nodeFail("%v", err)
+	}
+	_ = json.NewEncoder(os.Stdout).Encode(map[string]string{"rootfs": rootfs, "via": root})
+	return 0
+}
+
+func nodePlant(args []string) int {
+	if len(args) < 3 || !plantDirPattern.MatchString(args[1]) || !plantNamePattern.MatchString(args[2]) {
+		return nodeFail("usage: node-plant CONTAINER_ID /tmp/kubeprobe-<nonce> NAME")
+	}
+	root, rootfs, err := containerRootfs(args[0])
+	if err != nil {
+		return nodeFail("%v", err)
+	}
+	dir := root + rootfs + args[1]
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nodeFail("%v", err)
+	}
+	self, err := os.Open("/proc/self/exe")
+	if err != nil {
+		return nodeFail("%v", err)
+	}
+	defer self.Close()
+	target := dir + "/" + args[2]
+	out, err := os.OpenFile(target, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o755)
+	if err != nil {
+		return nodeFail("%v", err)
+	}
+	size, err := io.Copy(out, self)
+	if closeErr := out.Close(); err == nil {
+		err = closeErr
+	}
+	if err == nil {
+		err = os.Chmod(target, 0o755)
+	}
+	if err != nil {
+		return nodeFail("%v", err)
+	}
+	_ = json.NewEncoder(os.Stdout).Encode(map[string]any{"rootfs": rootfs, "via": root,
+		"planted": rootfs + args[1] + "/" + args[2], "bytes": size})
+	return 0
+}
+
+func nodeUnplant(args []string) int {
+	if len(args) < 1 || !plantedPathPattern.MatchString(args[0]) {
+		return nodeFail("usage: node-unplant <containerd task>/<id>/rootfs/tmp/kubeprobe-<nonce>")
+	}
+	roots, refused := hostRoots()
+	if len(roots) == 0 {
+		return nodeFail("no host root directory can be read: %s", strings.Join(refused, "; "))
+	}
+	for _, root := range roots {
+		path := root + args[0]
+		if _, err := os.Lstat(path); err != nil {
+			continue
+		}
+		if err := os.RemoveAll(path); err != nil {
+			return nodeFail("%v", err)
+		}
+		fmt.Println("removed")
+		return 0
+	}
+	fmt.Println("absent")
+	return 0
 }

@@ -310,7 +310,11 @@ class LineSource(AlertBuffer):
             pass  # Falco also logs non-alert lines; a tail may start mid-line
 
 
-MAX_BODY = 1024 * 1024  # one alert or one audit EventList batch; more is refused (413)
+MAX_BODY = 1024 * 1024  # one Falco alert; more is refused (413)
+# One audit EventList batch (the API server's --audit-webhook-batch-max-size, default 400
+# events, some at RequestResponse level); more is refused (413) and the API server retries,
+# then drops the batch: keep its batches under this (the README says how).
+MAX_AUDIT_BATCH = 8 * 1024 * 1024
 TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9._~-]{16,256}$")
 TOKEN_RULE = ("16-256 characters from A-Z a-z 0-9 . _ ~ - (safe in a URL query and in "
               "falcosidekick's WEBHOOK_CUSTOMHEADERS)")
@@ -340,6 +344,8 @@ class _JsonPostServer(AlertBuffer):
     (411), a body over `max_body` bytes (413, not read), a body that is not a JSON object or
     not an alert (400). `token=None` with `insecure=True` is the explicit opt-out; without
     either a random token is made (`token_generated`)."""
+
+    INSECURE_FLAG = "--falco-receiver-insecure"  # the suite option that made it insecure
 
     def __init__(self, name: str, host: str, port: int, token: str | None = None,
                  insecure: bool = False, max_body: int = MAX_BODY) -> None:
@@ -383,7 +389,7 @@ class _JsonPostServer(AlertBuffer):
     def describe(self) -> str:
         if self.token is None:
             return (f"{type(self).__name__} on {self.address}, INSECURE: no token "
-                    "(--falco-receiver-insecure): anyone who can reach it can forge alerts")
+                    f"({self.INSECURE_FLAG}): anyone who can reach it can forge alerts")
         return (f"{type(self).__name__} on {self.address}, shared token required "
                 f"(Authorization: Bearer or ?token=), bodies up to {self.max_body} bytes")
 
@@ -471,10 +477,15 @@ class FalcoHttpReceiver(_JsonPostServer):
 
 
 class AuditWebhookReceiver(_JsonPostServer):
-    """The API server's audit webhook backend: POSTs an audit.k8s.io/v1 EventList."""
+    """The API server's audit webhook backend (--audit-webhook-config-file): POSTs an
+    audit.k8s.io/v1 EventList, one batch (mode batch) or one event (mode blocking) per POST.
+    Its webhook kubeconfig carries the shared token as `users[].user.token`, which the API
+    server sends as `Authorization: Bearer <token>`."""
+
+    INSECURE_FLAG = "--audit-webhook-insecure"
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
-                 insecure: bool = False, max_body: int = MAX_BODY) -> None:
+                 insecure: bool = False, max_body: int = MAX_AUDIT_BATCH) -> None:
         super().__init__("audit", host, port, token, insecure, max_body)
 
     def parse(self, body: Any) -> list[Alert]:

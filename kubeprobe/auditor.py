@@ -108,6 +108,7 @@ def identity_rows(document: dict) -> list[tuple[str, str]]:
             ("Falco rules", f"sha256 {get('Falco rules (sha256)')}"),
             ("API server", get("API server")),
             ("Kubernetes", get("Kubernetes")),
+            ("Node cgroups", get("Node cgroups")),
             ("kube-system UID", get("kube-system UID")),
             ("Runner", f"{get('Runner')} (SelfSubjectReview)" if env.get("Runner")
              else NOT_RECORDED),

@@ -15,6 +15,9 @@
                                         nothing is left (see kubeprobe/sweep.py)
     kubeprobe lab build|up|down|status  the local lab cluster (see kubeprobe/lab)
     kubeprobe kind engine|tools|image   kind: the engine, its tools, the offline node image
+    kubeprobe matrix [--profiles P,..] [--versions 1.35,1.36,1.37]
+                                        the suite on the lab at each Kubernetes minor, one
+                                        combined table (see kubeprobe/matrix.py)
     kubeprobe rules generate ALLOWLIST  Falco rules from a kube-system allowlist
     kubeprobe docs controls [--check]   write docs/controls.md from the catalog and the attack
                                         docstrings (--check: exit 1 when it is stale)
@@ -80,13 +83,18 @@ def _sweep(argv: list[str]) -> int:
     return sweep_main(argv)
 
 
+def _matrix(argv: list[str]) -> int:
+    from kubeprobe.matrix import main as matrix_main
+    return matrix_main(argv)
+
+
 def _docs(argv: list[str]) -> int:
     from kubeprobe.reference import main as docs_main
     return docs_main(argv)
 
 
 COMMANDS = {"run": _run, "catalog": _catalog, "diff": _diff, "sweep": _sweep, "lab": _lab,
-            "kind": _kind, "rules": _rules, "docs": _docs}
+            "kind": _kind, "rules": _rules, "docs": _docs, "matrix": _matrix}
 
 
 def main(argv: list[str] | None = None) -> int:

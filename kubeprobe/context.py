@@ -124,6 +124,11 @@ class AttackContext:
     workload_namespace: Callable[[], str] | None = None
     connect_timeout: float = 3.0
     read_timeout: float = 5.0
+    # Node access through a privileged pod (kubeprobe.nodepod.NodePodAccess) where the target
+    # gives none (node_host None): intrusive runs with a probe image. None: not allowed.
+    node_pod: Any = None
+    # How kubeprobe.plant reached the node in this attack (for the evidence).
+    node_access_used: str | None = None
     # The agent image the target can run (lab/kind load it; --probe-image elsewhere), or None.
     probe_image: str | None = None
     # Node name -> testinfra backend URI (local:// on the lab, docker://<node> on kind), or None.

@@ -1,8 +1,12 @@
 """Which alert sources a target has. A control that expects an alert is NOT-VERIFIED when its
 source is absent, and FAILS when the cluster demonstrably keeps no such trail.
 
-audit  the lab: the API server's --audit-log-path on this host; kind: `tail -F` of it inside
-       the node container; an existing cluster: --audit-log FILE (a copy the runner can read).
+audit  --audit-webhook HOST:PORT (the API server's audit webhook backend pointed at the
+       runner: --audit-webhook-config-file; bound to exactly that address, POSTs ingested
+       only with the shared token: --audit-webhook-token, $KUBEPROBE_AUDIT_WEBHOOK_TOKEN, else
+       one made for the run, or none with --audit-webhook-insecure); else the lab: the API
+       server's --audit-log-path on this host; kind: `tail -F` of it inside the node
+       container; an existing cluster: --audit-log FILE (a copy the runner can read).
        An API server with neither --audit-log-path nor --audit-webhook-config-file has no
        audit trail: the source is MissingSource and the control FAILS.
 falco  --falco-receiver HOST:PORT (Falco http_output / falcosidekick pointed at the runner;
@@ -24,7 +28,8 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
-from kubeprobe.alerts import (AuditLogSource, FalcoHttpReceiver, LineSource, MissingSource)
+from kubeprobe.alerts import (AuditLogSource, AuditWebhookReceiver, FalcoHttpReceiver,
+                              LineSource, MissingSource)
 from kubeprobe.errors import one_line
 from kubeprobe.evidence import pod_flags
 from kubeprobe.kube import Kube, no_answer
@@ -38,7 +43,20 @@ class SourceUnavailable(Exception):
     """This alert source cannot start; the message says why."""
 
 
-def _audit_source(target: Target, kube: Kube, audit_log: Path | None):
+def _receiver_address(address: str) -> tuple[str, int]:
+    """HOST:PORT as the options validated it ([::1]:2802 for an IPv6 literal)."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _audit_source(target: Target, kube: Kube, audit_log: Path | None,
+                  webhook: str | None = None, token: str | None = None,
+                  insecure: bool = False):
+    if webhook:
+        # Said explicitly: the API server posts here, whatever its flags look like from a
+        # (possibly managed) control plane.
+        return AuditWebhookReceiver(*_receiver_address(webhook), token=token,
+                                    insecure=insecure)
     if audit_log is not None:
         if not audit_log.is_file() or not os.access(audit_log, os.R_OK):
             raise SourceUnavailable(f"--audit-log {audit_log} is not a readable file")
@@ -66,8 +84,7 @@ def _audit_source(target: Target, kube: Kube, audit_log: Path | None):
 def _falco_source(kube: Kube, receiver: str | None, namespace: str, token: str | None,
                   insecure: bool):
     if receiver:
-        host, _, port = receiver.rpartition(":")
-        return FalcoHttpReceiver(host.strip("[]"), int(port), token=token, insecure=insecure)
+        return FalcoHttpReceiver(*_receiver_address(receiver), token=token, insecure=insecure)
     try:
         pods = kube.core.list_namespaced_pod(namespace,
                                              label_selector="app.kubernetes.io/name=falco",
@@ -92,11 +109,14 @@ def _falco_source(kube: Kube, receiver: str | None, namespace: str, token: str |
 def start_sources(target: Target, kube: Kube, audit_log: Path | None = None,
                   falco_receiver: str | None = None, falco_namespace: str = "falco",
                   falco_token: str | None = None, falco_insecure: bool = False,
+                  audit_webhook: str | None = None, audit_webhook_token: str | None = None,
+                  audit_webhook_insecure: bool = False,
                   ) -> tuple[dict[str, Any], dict[str, str]]:
     """Build and start every alert source the target has: ({name: started source},
     {name: why it could not start}). The API server not answering is not a detector
     problem: that exception propagates (the run ends with exit 2)."""
-    builders = {"audit": lambda: _audit_source(target, kube, audit_log),
+    builders = {"audit": lambda: _audit_source(target, kube, audit_log, audit_webhook,
+                                               audit_webhook_token, audit_webhook_insecure),
                 "falco": lambda: _falco_source(kube, falco_receiver, falco_namespace,
                                                falco_token, falco_insecure)}
     started, failed = {}, {}
@@ -112,6 +132,7 @@ def start_sources(target: Target, kube: Kube, audit_log: Path | None = None,
             if no_answer(exc) and not kube.alive():
                 raise
             where = (f"--falco-receiver {falco_receiver}: " if name == "falco" and falco_receiver
+                     else f"--audit-webhook {audit_webhook}: " if name == "audit" and audit_webhook
                      else "")
             failed[name] = where + one_line(exc)
         else:

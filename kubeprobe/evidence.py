@@ -66,3 +66,57 @@ def node_file(host_uri: str, component: str) -> dict[str, Any]:
     flags = parse_flags(container.get("command", []) + container.get("args", []))
     words = ETCD_FLAG_WORDS if component == "etcd" else APISERVER_FLAG_WORDS
     return {f"{host_uri} {path}": _pick_flags(flags, words)}
+
+
+CGROUP_METRIC = "kubelet_cgroup_version"  # a kubelet gauge (pkg/kubelet/metrics, 1.3x): 1 or 2
+
+
+def cgroup_version_from_metrics(text: str) -> str | None:
+    """'1' or '2' from the kubelet's Prometheus text, or None when the gauge is absent."""
+    for line in text.splitlines():
+        if line.startswith(CGROUP_METRIC + " ") or line.startswith(CGROUP_METRIC + "{"):
+            value = line.rsplit(None, 1)[-1]
+            try:
+                return str(int(float(value)))
+            except ValueError:
+                return None
+    return None
+
+
+def node_cgroups(kube: Kube, nodes: list[str] | None, workers: int = 8) -> str:
+    """One line for the report: which cgroup version each node's kubelet runs on, and, on
+    cgroup v1 (deprecated; kubelets >= 1.35 refuse it by default, KEP-5573), whether it runs
+    there by explicit permission (/configz failCgroupV1: false). Identical nodes are grouped."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(node: str) -> str:
+        try:
+            version = cgroup_version_from_metrics(kube.kubelet_metrics(node))
+        except Exception as exc:  # noqa: BLE001 - the report says why it is unknown
+            return f"unknown ({type(exc).__name__})"
+        if version is None:
+            return f"unknown (no {CGROUP_METRIC} in the kubelet's /metrics)"
+        if version != "1":
+            return f"cgroup v{version}"
+        try:
+            permitted = kube.kubelet_configz(node).get("failCgroupV1")
+        except Exception:  # noqa: BLE001
+            permitted = None
+        how = {False: "allowed by the kubelet's failCgroupV1: false",
+               True: "failCgroupV1: true"}.get(permitted, "failCgroupV1 not shown by /configz")
+        return f"cgroup v1 (deprecated; {how})"
+
+    if nodes is None:
+        return "unknown (the nodes could not be listed)"
+    if not nodes:
+        return "no nodes"
+    with ThreadPoolExecutor(max_workers=min(workers, len(nodes))) as pool:
+        found = dict(zip(nodes, pool.map(one, nodes)))
+    groups: dict[str, list[str]] = {}
+    for node, what in found.items():
+        groups.setdefault(what, []).append(node)
+    parts = []
+    for what, names in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        parts.append(f"{what}: {shown}")
+    return "; ".join(parts)

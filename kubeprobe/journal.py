@@ -129,7 +129,9 @@ class ObjectRef:
 # Where kubeprobe.plant puts a binary: below a containerd task's rootfs, /tmp/kubeprobe-<nonce>.
 PLANTED_PATH = re.compile(r"^/run/(?:[A-Za-z0-9._-]+/)?containerd/io\.containerd\.runtime\.v2\."
                           r"task/k8s\.io/[0-9a-f]{64}/rootfs(/tmp/kubeprobe-[0-9a-f]{8,32})$")
-NODE_ACCESS = re.compile(r"^(local://|docker://[A-Za-z0-9][A-Za-z0-9_.-]{0,127})$")
+NODE_ACCESS = re.compile(r"^(local://|docker://[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
+                         r"|pod://[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?)$")
+_IMAGE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,511}$")
 _DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 
@@ -144,17 +146,33 @@ class PlantedFile:
     path: str                   # on the node
     pod: str = ""               # for the description
     container: str = ""
+    # pod://<node> (kubeprobe.nodepod): the privileged pod's image and namespace, and the run
+    # id its one-shot removal pod is labelled with.
+    image: str = ""
+    pod_namespace: str = ""
+    run_id: str = ""
     type: str = field(default="file", init=False)
 
     def __post_init__(self) -> None:
         if not NODE_ACCESS.match(self.node_access or ""):
             raise JournalError(f"planted file on {self.node}: node access "
-                               f"{self.node_access!r} is not local:// or docker://<node>")
+                               f"{self.node_access!r} is not local://, docker://<node> or "
+                               f"pod://<node>")
+        if self.through_pod and (not _IMAGE_REF.match(self.image or "")
+                                 or not _DNS_NAME.match(self.pod_namespace or "")
+                                 or (self.run_id and not _DNS_NAME.match(self.run_id))):
+            raise JournalError(f"planted file on {self.node} through a pod: image "
+                               f"{self.image!r}, namespace {self.pod_namespace!r} or run id "
+                               f"{self.run_id!r} is not valid")
         found = PLANTED_PATH.match(self.path or "")
         if not found or self.container_id not in self.path:
             raise JournalError(f"planted file {self.path!r}: not a path kubeprobe plants "
                                f"(<containerd task>/{self.container_id[:12]}.../rootfs/tmp/"
                                f"kubeprobe-<nonce>)")
+
+    @property
+    def through_pod(self) -> bool:
+        return self.node_access.startswith("pod://")
 
     @property
     def inside(self) -> str:
@@ -172,6 +190,9 @@ class PlantedFile:
     def apply(self, kube: Any = None) -> bool:
         """Remove it on the node; True if it was there. RuntimeError (or Unavailable) when
         the node cannot be reached."""
+        if self.through_pod:
+            from kubeprobe.nodepod import unplant
+            return unplant(kube, self)
         from kubeprobe.plant import node_shell
         path = shlex.quote(self.path)
         said = node_shell(self.node_access, f"if [ -e {path} ]; then rm -rf -- {path} && "
@@ -181,7 +202,9 @@ class PlantedFile:
     def to_json(self) -> dict:
         return {"type": "file", "node": self.node, "nodeAccess": self.node_access,
                 "containerId": self.container_id, "path": self.path, "pod": self.pod,
-                "container": self.container}
+                "container": self.container,
+                **({"image": self.image, "podNamespace": self.pod_namespace,
+                    "runId": self.run_id} if self.through_pod else {})}
 
 
 Undo = ObjectRef | PlantedFile
@@ -197,7 +220,9 @@ def undo_from_json(doc: Any) -> Undo:
                              doc["name"])
         if doc.get("type") == "file":
             return PlantedFile(doc["node"], doc["nodeAccess"], doc["containerId"], doc["path"],
-                               doc.get("pod", ""), doc.get("container", ""))
+                               doc.get("pod", ""), doc.get("container", ""),
+                               doc.get("image", ""), doc.get("podNamespace", ""),
+                               doc.get("runId", ""))
     except (KeyError, TypeError) as exc:
         raise JournalError(f"undo record {doc!r}: missing {exc}") from None
     raise JournalError(f"undo record of unknown type {doc.get('type')!r}")

@@ -258,6 +258,12 @@ class Kube:
             node, "configz", _preload_content=False, _request_timeout=self.timeout)
         return json.loads(response.data).get("kubeletconfig", {})
 
+    def kubelet_metrics(self, node: str) -> str:
+        """The kubelet's /metrics (Prometheus text) through the API server's nodes/proxy."""
+        response = self.core.connect_get_node_proxy_with_path(
+            node, "metrics", _preload_content=False, _request_timeout=self.timeout)
+        return response.data.decode("utf-8", "replace")
+
 
 @dataclass
 class RunNamespace:

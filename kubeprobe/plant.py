@@ -5,11 +5,14 @@ listener). The binary is the kubeprobe agent under the name the attack needs; it
 (kubeprobe.journal.PlantedFile: node, node access, container id, path) is journalled and its
 removal registered before the copy, so nothing stays in the container, even after a crash.
 
-Node access: `local://` (the lab: the runner is the node) or `docker://<node>` (kind).
-Other targets raise Unavailable (the control is then SKIPPED with the reason).
+Node access, in this order: `local://` (the lab: the runner is the node) or `docker://<node>`
+(kind), which the target provides; else, on an intrusive run with a probe image, a privileged
+pod on the node (kubeprobe.nodepod, `pod://<node>`; `--node-access pod` forces it). Without
+either, Unavailable (the control is then SKIPPED with the reason).
 """
 from __future__ import annotations
 
+import json
 import shlex
 import shutil
 import subprocess
@@ -17,6 +20,7 @@ from pathlib import Path
 
 from kubeprobe.context import Unavailable
 from kubeprobe.journal import PlantedFile
+from kubeprobe.nodepod import NodePod, access_uri
 from kubeprobe.podexec import component_pod, exec_in_component
 
 PLANTED = "binary planted from the node, started with kubectl exec"
@@ -64,11 +68,16 @@ def _copy_to_node(uri: str, source: Path, destination: str) -> None:
         raise RuntimeError(f"docker cp to {node} failed: {done.stderr.strip()[:300]}")
 
 
-def plant(ctx, pod, container: str, binary: Path, name: str) -> str:
+def plant(ctx, pod, container: str, binary: Path | None, name: str) -> str:
     """Copy `binary` into the container as /tmp/kubeprobe-<nonce>/<name>; return that path
-    (as seen inside the container). Its undo record is journalled and registered first."""
+    (as seen inside the container). Its undo record is journalled and registered first.
+    Through a privileged pod the binary is the pod's own agent (`binary` is not used)."""
     if ctx.node_host is None:
-        raise Unavailable("no node access for this target (planting a binary needs it)")
+        if getattr(ctx, "node_pod", None) is not None:
+            return _plant_through_pod(ctx, pod, container, name)
+        raise Unavailable("no node access for this target (planting a binary needs it: "
+                          "--intrusive with a --probe-image obtains it through a privileged "
+                          "pod on the node)")
     uri = ctx.node_host(pod.spec.node_name)
     cid = container_id(pod, container)
     found = node_shell(uri, "ls -d " + " ".join(g.format(id=cid) for g in ROOTFS_GLOBS)
@@ -78,6 +87,7 @@ def plant(ctx, pod, container: str, binary: Path, name: str) -> str:
                           f"({len(found)} candidates)")
     inside = f"/tmp/kubeprobe-{ctx.nonce}"
     on_node = found[0] + inside
+    ctx.node_access_used = f"{uri} (the target's own node access)"
     ctx.defer_undo(PlantedFile(pod.spec.node_name, uri, cid, on_node, pod.metadata.name,
                                container))
     node_shell(uri, f"mkdir -p {shlex.quote(on_node)}")
@@ -85,6 +95,35 @@ def plant(ctx, pod, container: str, binary: Path, name: str) -> str:
     node_shell(uri, f"chmod 0755 {shlex.quote(on_node + '/' + name)}")
     ctx.note(f"planted {binary.name} as {inside}/{name} in {pod.metadata.name}/{container} "
              f"through {uri} (container root filesystem {found[0]})")
+    return f"{inside}/{name}"
+
+
+def _plant_through_pod(ctx, pod, container: str, name: str) -> str:
+    """plant() through a privileged pod on the container's node: the binary is the agent of
+    the pod's own image (the probe image), copied by itself."""
+    access, node = ctx.node_pod, pod.spec.node_name
+    cid = container_id(pod, container)
+    node_pod = NodePod(ctx.kube, access, node, ctx.unique_name("node"), ctx.run_id,
+                       ctx.labels).start(ctx.defer_undo)
+    ctx.node_access_used = f"{access_uri(node)}: {node_pod.describe()}"
+    ctx.note(f"node access: {node_pod.describe()}")
+    try:
+        rootfs = json.loads(node_pod.agent("node-find", cid).strip().splitlines()[-1])["rootfs"]
+        inside = f"/tmp/kubeprobe-{ctx.nonce}"
+        on_node = rootfs + inside
+        uri = access_uri(node)
+        ctx.defer_undo(PlantedFile(node, uri, cid, on_node, pod.metadata.name, container,
+                                   access.image, access.namespace, ctx.run_id))
+        said = json.loads(node_pod.agent("node-plant", cid, inside, name).strip()
+                          .splitlines()[-1])
+    except (RuntimeError, ValueError, KeyError, IndexError) as exc:
+        raise Unavailable(f"planting through {node_pod.describe()} failed: {exc}") from None
+    finally:
+        node_pod.delete()   # short-lived: gone before the attack starts
+    ctx.note(f"planted the agent of {access.image} ({said.get('bytes')} bytes) as "
+             f"{inside}/{name} in {pod.metadata.name}/{container} through {uri} (container "
+             f"root filesystem {rootfs} on {node}, reached as {said.get('via')}{rootfs}); the "
+             f"privileged pod {access.namespace}/{node_pod.name} is deleted")
     return f"{inside}/{name}"
 
 
@@ -105,6 +144,8 @@ def run_planted(ctx, component: str, container: str, name: str, args: list[str],
     pod = pod if pod is not None else component_pod(ctx.kube, component)
     if pod is None:
         raise Unavailable(f"no {component} pod in kube-system")
-    path = plant(ctx, pod, container, agent_binary(), name)
+    through_pod = ctx.node_host is None and getattr(ctx, "node_pod", None) is not None
+    path = plant(ctx, pod, container, None if through_pod else agent_binary(), name)
     return exec_in_component(ctx, component, container,
-                             [path, *args, "--kubeprobe-nonce={nonce}"], PLANTED, pod=pod)
+                             [path, *args, "--kubeprobe-nonce={nonce}"],
+                             f"{PLANTED}; node access: {ctx.node_access_used}", pod=pod)

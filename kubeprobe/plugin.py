@@ -28,7 +28,8 @@ from pathlib import Path
 import pytest
 
 from kubeprobe import detectors, diff, report, resources, sweep
-from kubeprobe.alerts import TOKEN_PATTERN, TOKEN_RULE, FalcoHttpReceiver
+from kubeprobe.alerts import (TOKEN_PATTERN, TOKEN_RULE, AuditWebhookReceiver,
+                              FalcoHttpReceiver)
 from kubeprobe.catalog import DEFAULT_CATALOG, CatalogError, load_attack, load_catalog
 from kubeprobe.errors import one_line
 from kubeprobe.interrupts import InterruptGuard, shielded
@@ -71,6 +72,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--context", default=None, help="kubeconfig context to use")
     group.addoption("--cluster-profile", default="hardened",
                     help="profile of the cluster the suite builds (kind, lab): hardened or weak")
+    group.addoption("--k8s-version", default=None, metavar="V",
+                    help="Kubernetes version of the cluster the suite builds (lab, kind): a "
+                         "supported minor (1.35, 1.36, 1.37) or patch; default: the newest")
     group.addoption("--keep-cluster", action="store_true",
                     help="do not delete the kind cluster / stop the lab at the end")
     group.addoption("--profile", default="default",
@@ -89,6 +93,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--probe-image", default=None,
                     help="image of the pod vantage agent for an existing cluster "
                          "(kind and the lab get a locally built one)")
+    group.addoption("--node-access", default="auto", metavar="auto|direct|pod",
+                    help="how planting attacks reach a node: auto (default: the target's own "
+                         "access, local on the lab, docker exec on kind; else, with "
+                         "--intrusive and a probe image, a privileged pod on the node), "
+                         "direct (never a pod), pod (always the privileged pod)")
+    group.addoption("--node-access-namespace", default="kube-system", metavar="NS",
+                    help="namespace of the privileged node-access pod (default kube-system; "
+                         "one the cluster's admission policy lets privileged agents run in)")
     group.addoption("--audit-log", type=Path, default=None,
                     help="an audit log file the runner can read (existing clusters)")
     group.addoption("--falco-receiver", default=None, metavar="HOST:PORT",
@@ -101,6 +113,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--falco-receiver-insecure", action="store_true",
                     help="take alert POSTs without a token (anyone who can reach the receiver "
                          "can forge alerts); said in the report")
+    group.addoption("--audit-webhook", default=None, metavar="HOST:PORT",
+                    help="receive the API server's audit webhook (--audit-webhook-config-file) "
+                         "on exactly this address (0.0.0.0 must be said); the audit alert "
+                         "source instead of a log file")
+    group.addoption("--audit-webhook-token", default=None, metavar="TOKEN",
+                    help="the shared token every audit POST must carry (the webhook "
+                         "kubeconfig's user token: Authorization: Bearer); default "
+                         "$KUBEPROBE_AUDIT_WEBHOOK_TOKEN, else one made and printed for the run")
+    group.addoption("--audit-webhook-insecure", action="store_true",
+                    help="take audit POSTs without a token (anyone who can reach the receiver "
+                         "can forge audit events); said in the report")
     group.addoption("--falco-namespace", default="falco",
                     help="namespace of the Falco pods whose logs carry alerts")
     group.addoption("--require-alerts", action="store_true",
@@ -278,41 +301,46 @@ def _seconds(config: pytest.Config, name: str) -> None:
     setattr(config.option, name, value)
 
 
-def _falco_receiver(raw: str) -> None:
+def _receiver_address(flag: str, raw: str, example_port: int) -> None:
     host, sep, port = raw.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536 or any(
             ch in host for ch in " /") or (":" in host and not host.startswith("[")):
-        _cannot_run(f"--falco-receiver {raw!r}: expected HOST:PORT (e.g. 0.0.0.0:2801), "
+        _cannot_run(f"{flag} {raw!r}: expected HOST:PORT (e.g. 0.0.0.0:{example_port}), "
                     f"port 1-65535")
     if not host.strip("[]"):
-        _cannot_run(f"--falco-receiver {raw!r}: name the address to bind (e.g. "
+        _cannot_run(f"{flag} {raw!r}: name the address to bind (e.g. "
                     f"127.0.0.1:{port}, or 0.0.0.0:{port} for every interface)")
 
 
 FALCO_TOKEN_ENV = "KUBEPROBE_FALCO_TOKEN"
+AUDIT_WEBHOOK_TOKEN_ENV = "KUBEPROBE_AUDIT_WEBHOOK_TOKEN"
+# The alert receivers' options: (address option, its token, insecure, $ENV, what it is).
+RECEIVERS = (("falco_receiver", "--falco-receiver", FALCO_TOKEN_ENV, "the Falco receiver", 2801),
+             ("audit_webhook", "--audit-webhook", AUDIT_WEBHOOK_TOKEN_ENV,
+              "the audit webhook receiver", 2802))
 
 
-def _falco_token(config: pytest.Config) -> None:
-    """Resolve the receiver's token: the option, else $KUBEPROBE_FALCO_TOKEN, else None (one
-    is made when the receiver starts). A bad token is named by where it came from, never
-    shown."""
+def _receiver_token(config: pytest.Config, dest: str, flag: str, env: str, what: str) -> None:
+    """Resolve a receiver's token: the option, else $ENV, else None (one is made when the
+    receiver starts). A bad token is named by where it came from, never shown."""
     opt = config.option
-    given = opt.falco_receiver_token
-    where = "--falco-receiver-token"
-    if given is None and os.environ.get(FALCO_TOKEN_ENV):
-        given, where = os.environ[FALCO_TOKEN_ENV], f"${FALCO_TOKEN_ENV}"
-    if opt.falco_receiver is None:
-        if opt.falco_receiver_token is not None or opt.falco_receiver_insecure:
-            flag = ("--falco-receiver-token" if opt.falco_receiver_token is not None
-                    else "--falco-receiver-insecure")
-            _cannot_run(f"{flag} without --falco-receiver")
-        opt.falco_receiver_token = None
+    token_dest, insecure_dest = f"{dest}_token", f"{dest}_insecure"
+    given = getattr(opt, token_dest)
+    where = f"{flag}-token"
+    if given is None and os.environ.get(env):
+        given, where = os.environ[env], f"${env}"
+    if getattr(opt, dest) is None:
+        if getattr(opt, token_dest) is not None or getattr(opt, insecure_dest):
+            option = (f"{flag}-token" if getattr(opt, token_dest) is not None
+                      else f"{flag}-insecure")
+            _cannot_run(f"{option} without {flag}")
+        setattr(opt, token_dest, None)
         return
-    if opt.falco_receiver_insecure and given is not None:
-        _cannot_run(f"--falco-receiver-insecure and a token ({where}) exclude each other")
+    if getattr(opt, insecure_dest) and given is not None:
+        _cannot_run(f"{flag}-insecure and a token ({where}) exclude each other")
     if given is not None and not TOKEN_PATTERN.match(given):
-        _cannot_run(f"the Falco receiver's token ({where}) must be {TOKEN_RULE}")
-    opt.falco_receiver_token = given
+        _cannot_run(f"{what}'s token ({where}) must be {TOKEN_RULE}")
+    setattr(opt, token_dest, given)
 
 
 def _validate_options(config: pytest.Config) -> None:
@@ -324,14 +352,29 @@ def _validate_options(config: pytest.Config) -> None:
     if opt.cluster_profile not in KIND_CONFIGS:
         _cannot_run(f"--cluster-profile {opt.cluster_profile!r}: must be one of "
                     f"{', '.join(sorted(KIND_CONFIGS))}")
+    if opt.k8s_version is not None:
+        from kubeprobe.lab.build import resolve_version
+        try:
+            opt.k8s_version = resolve_version(opt.k8s_version)
+        except ValueError as exc:
+            _cannot_run(f"--k8s-version: {exc}")
     for name in ("connect_timeout", "read_timeout", "alert_timeout", "deadline"):
         _seconds(config, name)
     if not str(opt.parallelism).isdigit() or not 1 <= int(opt.parallelism) <= 64:
         _cannot_run(f"--parallelism {opt.parallelism!r}: must be a whole number from 1 to 64")
     opt.parallelism = int(opt.parallelism)
-    if opt.falco_receiver is not None:
-        _falco_receiver(opt.falco_receiver)
-    _falco_token(config)
+    for dest, flag, env, what, example_port in RECEIVERS:
+        if getattr(opt, dest) is not None:
+            _receiver_address(flag, getattr(opt, dest), example_port)
+        _receiver_token(config, dest, flag, env, what)
+    if opt.audit_webhook is not None and opt.audit_log is not None:
+        _cannot_run("--audit-log and --audit-webhook: give one audit source (the webhook "
+                    "receiver, or a log file the runner can read)")
+    if opt.node_access not in ("auto", "direct", "pod"):
+        _cannot_run(f"--node-access {opt.node_access!r}: one of auto, direct, pod")
+    if not DNS_LABEL.match(opt.node_access_namespace or ""):
+        _cannot_run(f"--node-access-namespace {opt.node_access_namespace!r}: not a namespace "
+                    "name")
     if not DNS_LABEL.match(opt.falco_namespace or ""):
         _cannot_run(f"--falco-namespace {opt.falco_namespace!r}: not a namespace name "
                     f"(lowercase letters, digits and '-')")
@@ -424,6 +467,7 @@ def kubeprobe_target(request: pytest.FixtureRequest):
                          kubeconfig=config.getoption("kubeconfig"),
                          context=config.getoption("context"),
                          cluster_profile=config.getoption("cluster_profile"),
+                         k8s_version=config.getoption("k8s_version"),
                          keep_cluster=config.getoption("keep_cluster"), run_id=run_id,
                          extra_images=_agent_image(config),
                          install_falco=not config.getoption("no_falco"),
@@ -462,6 +506,8 @@ def kubeprobe_suite(request: pytest.FixtureRequest, kubeprobe_target):
                   intrusive=config.getoption("intrusive"),
                   pod_transport_factory=_pod_transport_factory(),
                   probe_image=_probe_image(config, kubeprobe_target),
+                  node_access=config.getoption("node_access"),
+                  node_access_namespace=config.getoption("node_access_namespace"),
                   falco_namespace=config.getoption("falco_namespace"),
                   namespace_patterns=_namespace_patterns(config.getoption("namespaces")),
                   trusted_image=config.getoption("trusted_image"),
@@ -477,11 +523,16 @@ def kubeprobe_suite(request: pytest.FixtureRequest, kubeprobe_target):
             kubeprobe_target, kube, config.getoption("audit_log"),
             config.getoption("falco_receiver"), config.getoption("falco_namespace"),
             config.getoption("falco_receiver_token"),
-            config.getoption("falco_receiver_insecure"))
+            config.getoption("falco_receiver_insecure"),
+            audit_webhook=config.getoption("audit_webhook"),
+            audit_webhook_token=config.getoption("audit_webhook_token"),
+            audit_webhook_insecure=config.getoption("audit_webhook_insecure"))
         for source in sources.values():
             suite.defer(f"stop the {source.name} alert source", source.stop)
         if isinstance(sources.get("falco"), FalcoHttpReceiver):
             _say_receiver(config, sources["falco"])
+        if isinstance(sources.get("audit"), AuditWebhookReceiver):
+            _say_audit_webhook(config, sources["audit"])
         for name, why in failed.items():
             _say(config, f"kubeprobe: the {name} alert source cannot start ({why}); going on "
                          f"without it: controls expecting {name} alerts say NOT-VERIFIED")
@@ -542,6 +593,26 @@ def _say_receiver(config: pytest.Config, receiver: FalcoHttpReceiver) -> None:
                  f"(json_output: true); falcosidekick: "
                  f"WEBHOOK_ADDRESS=http://{where}/ WEBHOOK_CUSTOMHEADERS='Authorization:Bearer "
                  f"{token}'")
+
+
+def _say_audit_webhook(config: pytest.Config, receiver: AuditWebhookReceiver) -> None:
+    """How to point the API server's audit webhook at a receiver whose token this run made;
+    a warning for an insecure one. A token that was given is never printed."""
+    if receiver.token is None:
+        _say(config, f"kubeprobe: the audit webhook receiver on {receiver.address} takes audit "
+                     "events WITHOUT a token (--audit-webhook-insecure): anyone who can reach "
+                     "it can forge an audit event and pass a control")
+        return
+    if not receiver.token_generated:
+        return
+    where = receiver.address
+    if receiver.host in ("0.0.0.0", "::"):
+        where = f"<this runner's address>:{receiver.port}"
+    _say(config, f"kubeprobe: the audit webhook receiver on {receiver.address} takes only POSTs "
+                 f"with a shared token; none was given (--audit-webhook-token or "
+                 f"${AUDIT_WEBHOOK_TOKEN_ENV}), so this run's token is {receiver.token}: the API "
+                 f"server's --audit-webhook-config-file kubeconfig: cluster server "
+                 f"http://{where}/, user token {receiver.token}")
 
 
 def _namespace_patterns(option: str) -> tuple[str, ...]:

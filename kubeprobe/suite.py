@@ -179,6 +179,11 @@ class Suite:
     intrusive: bool = False
     pod_transport_factory: Callable[["Suite"], Transport] | None = None
     probe_image: str | None = None
+    # How planting attacks reach a node: auto (the target's own access, else a privileged
+    # pod on intrusive runs with a probe image), direct (the target's only), pod (always
+    # the privileged pod), in this namespace.
+    node_access: str = "auto"
+    node_access_namespace: str = "kube-system"
     falco_namespace: str = "falco"
     alert_sources: dict[str, Any] = field(default_factory=dict)  # name -> alerts.AlertSource
     alert_deadline_s: float = 15.0
@@ -415,6 +420,7 @@ class Suite:
         return {"Run id": self.run_id, "Target": self.target.description,
                 "Kubernetes": version["gitVersion"], "API server": self.kube.server_url,
                 "kube-system UID": self.kube.namespace_uid("kube-system"),
+                "Node cgroups": evidence.node_cgroups(self.kube, self._node_names()),
                 "Runner": self.kube.runner_identity(),
                 "Context": self.kube.context or "current", "Profile": self.profile,
                 "Alert sources": ", ".join(
@@ -427,6 +433,14 @@ class Suite:
                                                   in falco.rules_hashes().items()),
                 "Catalog": str(self.catalog.path),
                 "Catalog (sha256)": sha256_of(self.catalog.path) or "unreadable"}
+
+    def _node_names(self) -> list[str] | None:
+        try:
+            nodes = self.kube.core.list_node(label_selector=f"!{RUN_ID_LABEL}",
+                                             _request_timeout=self.kube.timeout)
+        except Exception:  # noqa: BLE001 - the environment line then says it is unknown
+            return None
+        return [n.metadata.name for n in nodes.items]
 
     def run_control(self, control: Control) -> ControlResult:
         """Attack every endpoint of the control, judge, collect the evidence. SuiteAbort when
@@ -516,6 +530,16 @@ class Suite:
         finally:
             pool.shutdown()
 
+    def node_pod_access(self):
+        """The privileged-pod route to a node (kubeprobe.nodepod), or None: it needs an
+        intrusive run (kind and the lab are always) and a probe image to run."""
+        from kubeprobe.nodepod import NodePodAccess
+        if self.node_access == "direct" or self.probe_image is None:
+            return None
+        if self.target.kind == "existing" and not self.intrusive:
+            return None
+        return NodePodAccess(self.node_access_namespace, self.probe_image)
+
     def _attack_endpoint(self, control: Control, attack, endpoint: Endpoint,
                          transport: Transport | None, expected: Expectation) -> EndpointResult:
         vantage_unavailable = None
@@ -530,7 +554,9 @@ class Suite:
                             workload_namespace=self.namespace.ensure,
                             connect_timeout=self.connect_timeout,
                             read_timeout=self.read_timeout, probe_image=self.probe_image,
-                            node_host=self.target.node_host,
+                            node_host=(None if self.node_access == "pod"
+                                       else self.target.node_host),
+                            node_pod=self.node_pod_access(),
                             sweep_namespaces=((lambda: self.workload_namespaces)
                                               if self.namespace_patterns else None),
                             alert_expected=expected is not Expectation.BLOCKED,

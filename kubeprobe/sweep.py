@@ -13,8 +13,9 @@ What a run left is found three ways, and each thing is removed once:
   read before the namespace is deleted.
 
 Planted files are removed through the node access the run used (`local://`: this machine,
-as on the lab; `docker://<node>`: docker exec, as on kind); where that is not available the
-sweep says so and lists them. Objects are deleted at once (no grace period); the sweep then
+as on the lab; `docker://<node>`: docker exec, as on kind; `pod://<node>`: a one-shot
+privileged pod on that node, kubeprobe.nodepod, running --probe-image or the image the local
+journal names); where that is not available the sweep says so and lists them. Objects are deleted at once (no grace period); the sweep then
 waits until none is left (a namespace takes a few seconds to empty). One line per thing
 removed; exit 0 when nothing is left, 1 with one line naming what could not be removed,
 2 for bad usage. Running it again removes nothing and exits 0.
@@ -140,9 +141,23 @@ class Outcome:
     left: list[str] = field(default_factory=list)     # could not be removed, one phrase each
 
 
+def _through_pod(step: Step, probe_image: str | None) -> tuple[Undo | None, str]:
+    """A file planted through a privileged pod (pod://<node>) is removed by another such pod.
+    Its image comes from --probe-image, else from the local journal; never from the
+    in-cluster journal alone (anyone who can write a ConfigMap in the run's namespace could
+    name an image the sweep would then run privileged)."""
+    import dataclasses
+    if probe_image:
+        return dataclasses.replace(step.undo, image=probe_image), ""
+    if "journal" in step.sources:
+        return step.undo, ""
+    return None, ("planted through a privileged pod, known only from the in-cluster journal: "
+                  "pass --probe-image to remove it")
+
+
 def sweep_run(run_id: str, cluster: Cluster, journal: JournalFile | None,
               say: Callable[[str], None] = print, wait_gone_s: float = WAIT_GONE_S,
-              poll_s: float = 0.5) -> Outcome:
+              poll_s: float = 0.5, probe_image: str | None = None) -> Outcome:
     """Remove everything run `run_id` left; say one line per thing removed."""
     outcome = Outcome()
     if journal is not None:
@@ -163,8 +178,14 @@ def sweep_run(run_id: str, cluster: Cluster, journal: JournalFile | None,
             continue
         if step.terminating:
             continue   # already being deleted: waited for below
+        undo = step.undo
+        if isinstance(undo, PlantedFile) and undo.through_pod:
+            undo, why = _through_pod(step, probe_image)
+            if undo is None:
+                outcome.left.append(f"{what(step.undo)}: {why}")
+                continue
         try:
-            removed = step.undo.apply(kube)
+            removed = undo.apply(kube)
         except Exception as exc:  # noqa: BLE001 - named in the last line
             reason = one_line(exc)
             if isinstance(step.undo, PlantedFile):
@@ -272,6 +293,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="the cluster (default: the one the run's journal names, else "
                              "$KUBECONFIG or ~/.kube/config)")
     parser.add_argument("--context", default=None)
+    parser.add_argument("--probe-image", default=None,
+                        help="the agent image for the privileged pod that removes files a run "
+                             "planted through one (default: the image its local journal "
+                             "names)")
     parser.add_argument("--reports-dir", type=Path, default=DEFAULT_REPORTS,
                         help="where the runs' journals are (<dir>/journal/<run-id>.jsonl)")
     return parser
@@ -314,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
                         runs.setdefault(run_id, None)
     left, removed = [], 0
     for run_id, journal in sorted(runs.items()):
-        outcome = sweep_run(run_id, cluster_for(journal), journal)
+        outcome = sweep_run(run_id, cluster_for(journal), journal,
+                            probe_image=args.probe_image)
         removed += len(outcome.removed)
         left += [f"run {run_id}: {item}" for item in outcome.left]
     if left:

@@ -59,6 +59,7 @@ class TargetOptions:
     kubeconfig: Path | None = None
     context: str | None = None
     cluster_profile: str = "hardened"
+    k8s_version: str | None = None              # lab/kind: None = the newest supported
     keep_cluster: bool = False
     run_id: str = "local"
     extra_images: tuple[Path, ...] = ()
@@ -292,12 +293,16 @@ def _lab(opts: TargetOptions) -> Target:
         state = lab.status()
         started_here = False
         if state is None:
-            state = lab.up(opts.cluster_profile, extra_images=list(opts.extra_images))
+            state = lab.up(opts.cluster_profile, extra_images=list(opts.extra_images),
+                           version=opts.k8s_version)
             started_here = True
         elif state.profile != opts.cluster_profile:
             raise TargetError(f"a lab with profile {state.profile} is running; "
                               f"`kubeprobe lab down` first or pass --cluster-profile "
                               f"{state.profile}")
+        elif opts.k8s_version and state.k8s_version != opts.k8s_version:
+            raise TargetError(f"a lab on Kubernetes {state.k8s_version} is running; "
+                              f"`kubeprobe lab down` first or pass --k8s-version {state.k8s_version}")
         elif opts.extra_images:
             # A lab brought up by `kubeprobe lab up` lacks the agent image: bring it in, so a
             # running lab is as full a target as one the suite starts itself.

@@ -60,7 +60,7 @@ controls:
 {extra}"""
 
 
-def run_suite(tmp_path: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+def run_suite(tmp_path: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "pytest", str(REPO / "suites"), "-q",
                            "--reports-dir", str(tmp_path / "reports"), *args],
@@ -84,13 +84,15 @@ def closed_port() -> int:
 
 
 def assert_one_clear_line(done: subprocess.CompletedProcess, expected: str,
-                          code: int = 2, max_s: float = 30) -> str:
+                          code: int = 2, max_s: float = 90) -> str:
     output = done.stdout + done.stderr
     assert done.returncode == code, output
     assert "Traceback" not in output and "INTERNALERROR" not in output, output
     # "kubeprobe: <message>" (a captured log record reads "kubeprobe:context.py:147 ...")
     lines = [line for line in output.splitlines() if "kubeprobe: " in line]
     assert len(lines) == 1 and expected in lines[0], output
+    # A hang detector, not a speed test: the bounds are several times what a run takes on an
+    # idle machine (a few seconds), so a loaded CI machine does not make them flake.
     assert done.elapsed < max_s, f"took {done.elapsed:.1f}s"
     return lines[0]
 
@@ -107,7 +109,7 @@ def test_filtered_api_server_does_not_hang(tmp_path):
         done = run_suite(tmp_path, "--kubeconfig",
                          str(kubeconfig(tmp_path, tarpit.getsockname()[1])),
                          "--connect-timeout", "1")
-    assert_one_clear_line(done, "did not answer", max_s=15)
+    assert_one_clear_line(done, "did not answer", max_s=45)
 
 
 def test_blackholed_api_server_ends_within_the_connect_timeout(tmp_path):
@@ -127,10 +129,11 @@ def test_blackholed_api_server_ends_within_the_connect_timeout(tmp_path):
         baseline = run_suite(tmp_path, "--controls", "NOPE-*")  # start-up cost, no network
         done = run_suite(tmp_path, "--kubeconfig",
                          str(kubeconfig(tmp_path, blackhole.getsockname()[1])),
-                         "--connect-timeout", "2")
+                         "--connect-timeout", "5")
     assert_one_clear_line(done, "did not answer (ConnectTimeoutError)")
-    # One connect deadline (no client retries), plus what start-up costs anyway.
-    assert done.elapsed < baseline.elapsed + 2 + 1.5, (done.elapsed, baseline.elapsed)
+    # One connect deadline (5 s), no client retries (urllib3's default would make 4 attempts,
+    # 20 s), plus what start-up costs anyway; the margin absorbs a loaded machine's noise.
+    assert done.elapsed < baseline.elapsed + 5 + 8, (done.elapsed, baseline.elapsed)
 
 
 def test_missing_kubeconfig(tmp_path):
@@ -201,7 +204,7 @@ def test_bad_option(tmp_path, args, expected):
     """kubeprobe's own options are kubeprobe's to refuse: one line, exit 2 (never pytest's
     usage error 4, a validation traceback per control, or an attempt to reach a cluster)."""
     done = run_suite(tmp_path, *args)
-    assert_one_clear_line(done, expected, max_s=20)
+    assert_one_clear_line(done, expected, max_s=60)
     assert not (tmp_path / "reports" / "report.html").exists()  # refused before the run
 
 
@@ -210,12 +213,12 @@ def test_reports_dir_that_cannot_be_written(tmp_path):
     blocker.write_text("")
     done = run_suite(tmp_path, "--reports-dir", str(blocker / "reports"))
     assert_one_clear_line(done, f"--reports-dir {blocker / 'reports'}: cannot write there "
-                                "(Not a directory)", max_s=20)
+                                "(Not a directory)", max_s=60)
 
 
 def test_missing_catalog(tmp_path):
     done = run_suite(tmp_path, "--catalog", str(tmp_path / "nope.yaml"))
-    assert_one_clear_line(done, "cannot read catalog", max_s=20)
+    assert_one_clear_line(done, "cannot read catalog", max_s=60)
 
 
 def test_catalog_whose_attack_does_not_load(tmp_path):
@@ -225,7 +228,7 @@ def test_catalog_whose_attack_does_not_load(tmp_path):
     catalog.write_text(CATALOG.format(attack="broken", expected="BLOCKED", extra=""))
     done = run_suite(tmp_path, "--catalog", str(catalog))
     assert_one_clear_line(done, "control STANDIN-01: attack module broken does not load: "
-                                "SyntaxError", max_s=20)
+                                "SyntaxError", max_s=60)
 
 
 # ---------------------------------------------------------------- once the run is going
@@ -385,7 +388,7 @@ def test_api_server_gone_during_a_cleanup(tmp_path):
                                     "STANDIN-01) while cleaning up after the attack; cleanup "
                                     "not done, objects may be left in the cluster: delete "
                                     "configmap default/kp-standin-b; delete configmap "
-                                    "default/kp-standin-a", max_s=20)
+                                    "default/kp-standin-a", max_s=60)
 
 
 def test_cleanups_after_the_api_server_went_away_get_short_deadlines(tmp_path):

@@ -44,6 +44,11 @@ def planted(path=ROOTFS + "/tmp/kubeprobe-0a1b2c3d", access="local://", cid=CID)
     return PlantedFile("node-a", access, cid, path, "etcd-node-a", "etcd")
 
 
+def through_pod(image="kubeprobe.local/agent@sha256:" + "0" * 64):
+    return PlantedFile("node-a", "pod://node-a", CID, ROOTFS + "/tmp/kubeprobe-0a1b2c3d",
+                       "etcd-node-a", "etcd", image, "falco", RUN)
+
+
 # ---------------------------------------------------------------- the journal format
 
 def test_journal_records_each_creation_before_it_and_reads_back(tmp_path):
@@ -95,7 +100,13 @@ def test_killed_run_torn_line_and_foreign_records_are_not_acted_on(tmp_path):
     ({"type": "file", "node": "n", "nodeAccess": "local://", "containerId": CID,
       "path": ROOTFS + "/tmp/kubeprobe-0a1b2c3d/../../.."}, "not a path kubeprobe plants"),
     ({"type": "file", "node": "n", "nodeAccess": "ssh://n; rm -rf /", "containerId": CID,
-      "path": ROOTFS + "/tmp/kubeprobe-0a1b2c3d"}, "is not local:// or docker://"),
+      "path": ROOTFS + "/tmp/kubeprobe-0a1b2c3d"}, "is not local://, docker://<node> or pod://"),
+    ({"type": "file", "node": "n", "nodeAccess": "pod://n", "containerId": CID,
+      "path": ROOTFS + "/tmp/kubeprobe-0a1b2c3d", "image": "evil; rm -rf /",
+      "podNamespace": "kube-system"}, "through a pod: image"),
+    ({"type": "file", "node": "n", "nodeAccess": "pod://n", "containerId": CID,
+      "path": ROOTFS + "/tmp/kubeprobe-0a1b2c3d", "podNamespace": "kube-system"},
+     "through a pod: image"),
     ({"type": "file", "node": "n", "nodeAccess": "local://", "containerId": "cd" * 32,
       "path": ROOTFS + "/tmp/kubeprobe-0a1b2c3d"}, "not a path kubeprobe plants"),
     ({"type": "object", "apiVersion": "v1", "kind": "Secret", "namespace": "a", "name": "b"},
@@ -114,7 +125,7 @@ def test_records_that_kubeprobe_never_writes_are_refused(record, why):
 def test_every_record_round_trips_and_describes_itself():
     for undo in (ObjectRef("apps/v1", "Deployment", "ns", "d"), ObjectRef("v1", "Node", None, "n"),
                  ObjectRef("certificates.k8s.io/v1", "CertificateSigningRequest", None, "c"),
-                 planted(access="docker://kind-control-plane")):
+                 planted(access="docker://kind-control-plane"), through_pod()):
         assert undo_from_json(json.loads(json.dumps(undo.to_json()))) == undo
     assert planted().inside == "/tmp/kubeprobe-0a1b2c3d"
     assert planted().describe() == ("remove /tmp/kubeprobe-0a1b2c3d from etcd-node-a/etcd on "
@@ -422,3 +433,56 @@ def test_sweep_all_takes_every_unfinished_journal_and_every_labelled_run(tmp_pat
     assert [r.name for r in kube.objects] == ["a-real-node"]
     assert sweep.main(argv) == 0
     assert capsys.readouterr().out == "kubeprobe sweep: nothing left of any run (0 removed)\n"
+
+
+# ---------------------------------------------------------------- node access through a pod
+
+def test_node_access_pod_is_privileged_host_pid_on_that_node_and_labelled():
+    from kubeprobe.nodepod import manifest
+    body = manifest("kp-node-x", "node-a", "img@sha256:" + "1" * 64, RUN, ["sleep"])
+    spec, container = body["spec"], body["spec"]["containers"][0]
+    assert spec["nodeName"] == "node-a" and spec["hostPID"] is True
+    assert spec["tolerations"] == [{"operator": "Exists"}]      # control-plane taints too
+    assert container["securityContext"] == {"privileged": True, "runAsUser": 0}
+    assert body["metadata"]["labels"]["kubeprobe.io/run-id"] == RUN   # the sweep finds it
+    assert spec["automountServiceAccountToken"] is False
+
+
+def test_file_planted_through_a_pod_is_removed_by_a_pod_with_a_trusted_image(tmp_path,
+                                                                             monkeypatch):
+    from kubeprobe import nodepod
+    started = []
+
+    def run_once(kube, access, node, run_id, args, deadline_s=60):
+        started.append((access.namespace, access.image, node, run_id, args))
+        return "removed\n"
+    monkeypatch.setattr(nodepod, "run_once", run_once)
+    ns = ObjectRef("v1", "Namespace", None, f"kubeprobe-{RUN}")
+    file = through_pod()
+    # Known only from the in-cluster journal: its image is not trusted without --probe-image.
+    kube = FakeKubeObjects([(ns, RUN)], cluster_journal=[through_pod(image="evil.example/x:1")])
+    outcome = sweep.sweep_run(RUN, sweep.Cluster(kube), None, lambda line: None, wait_gone_s=2,
+                              poll_s=0.05)
+    assert started == [] and len(outcome.left) == 1
+    assert "pass --probe-image to remove it" in outcome.left[0]
+    # The local journal's image, or --probe-image over any other.
+    journal = Journal.start(tmp_path, RUN)
+    journal.intend(file, "RUNTIME-07")
+    kube = FakeKubeObjects([(ns, RUN)], cluster_journal=[through_pod(image="evil.example/x:1")])
+    outcome = sweep.sweep_run(RUN, sweep.Cluster(kube), read_journal(journal.path),
+                              lambda line: None, wait_gone_s=2, poll_s=0.05)
+    assert outcome.left == [] and started == [("falco", file.image, "node-a", RUN,
+                                               ["node-unplant", file.path])]
+    started.clear()
+    kube = FakeKubeObjects([(ns, RUN)], cluster_journal=[through_pod(image="evil.example/x:1")])
+    sweep.sweep_run(RUN, sweep.Cluster(kube), None, lambda line: None, wait_gone_s=2,
+                    poll_s=0.05, probe_image="reg.example/agent@sha256:" + "2" * 64)
+    assert [s[1] for s in started] == ["reg.example/agent@sha256:" + "2" * 64]
+
+
+def test_without_node_access_planting_says_how_to_get_it():
+    from kubeprobe.context import Unavailable
+    from kubeprobe.plant import plant
+    ctx = SimpleNamespace(node_host=None, node_pod=None)
+    with pytest.raises(Unavailable, match="--intrusive with a --probe-image"):
+        plant(ctx, SimpleNamespace(), "etcd", None, "useradd")

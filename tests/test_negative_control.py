@@ -234,3 +234,16 @@ def test_intrusive_controls_never_touch_an_existing_cluster_without_intrusive():
             events.append(event)
     assert events, "no audit event of the runner in the run's window: the check saw nothing"
     assert _intrusive_writes(events) == []
+
+
+@pytest.mark.parametrize("profile", ["hardened", "weak", "decoy"])
+def test_each_lab_ran_the_newest_supported_kubernetes_and_says_how_its_nodes_run(profile):
+    """CI proves the newest minor (the lab's default); the report names the version and each
+    node's cgroup version, and on a cgroup v1 host that the kubelet runs there by permission."""
+    from kubeprobe.lab.build import DEFAULT_VERSION
+    env = json.loads((Path(ROOT) / profile / "results.json").read_text())["environment"]
+    assert env["Kubernetes"] == DEFAULT_VERSION
+    host_v1 = not Path("/sys/fs/cgroup/cgroup.controllers").exists()
+    expected = ("cgroup v1 (deprecated; allowed by the kubelet's failCgroupV1: false)" if host_v1
+                else "cgroup v2")
+    assert env["Node cgroups"].startswith(expected), env["Node cgroups"]

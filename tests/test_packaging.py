@@ -112,8 +112,12 @@ print(json.dumps({
                                  *(m.host_path for p in profiles.KIND_CONFIGS
                                    for m in config.kind_mounts(config.load_kind_config(p))),
                                  *(build.BUILD_SOURCES / n for n in (
-                                     "etcd/go.mod", "kubernetes/go.mod", "kubernetes/go.sum",
-                                     "pause/main.go"))] if not Path(p).is_file()],
+                                     f"kubernetes/{build.DEFAULT_VERSION}/go.mod",
+                                     f"kubernetes/{build.DEFAULT_VERSION}/go.sum",
+                                     "pause/main.go")),
+                                 *(list((build.BUILD_SOURCES / "etcd").glob("v*/go.sum"))
+                                   or [build.BUILD_SOURCES / "etcd/<version>/go.sum"])]
+                if not Path(p).is_file()],
     "manifests": {p: len(profiles.manifest_files(p)) for p in profiles.KIND_CONFIGS},
     "falco_rules": sorted(falco.rules_hashes()),
     "agent_source_hash": agent.source_hash(),

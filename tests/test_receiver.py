@@ -286,7 +286,17 @@ def test_insecure_is_explicit_and_said_in_the_report(tmp_path):
       "--falco-receiver-token", TOKEN], {}, "--falco-receiver-insecure and a token"),
     (["--falco-receiver-token", TOKEN], {}, "--falco-receiver-token without --falco-receiver"),
     (["--falco-receiver-insecure"], {}, "--falco-receiver-insecure without --falco-receiver"),
-], ids=["no-host", "short", "bad-env", "both", "token-alone", "insecure-alone"])
+    (["--audit-webhook", ":2802"], {}, "--audit-webhook ':2802': name the address to bind"),
+    (["--audit-webhook", "127.0.0.1:2802"], {"KUBEPROBE_AUDIT_WEBHOOK_TOKEN": "short-secret"},
+     "the audit webhook receiver's token ($KUBEPROBE_AUDIT_WEBHOOK_TOKEN) must be 16-256"),
+    (["--audit-webhook-token", TOKEN], {}, "--audit-webhook-token without --audit-webhook"),
+    (["--audit-webhook", "127.0.0.1:2802", "--audit-webhook-insecure",
+      "--audit-webhook-token", TOKEN], {}, "--audit-webhook-insecure and a token"),
+    (["--audit-webhook", "127.0.0.1:2802", "--audit-log", "/var/log/audit.log"], {},
+     "--audit-log and --audit-webhook: give one audit source"),
+], ids=["no-host", "short", "bad-env", "both", "token-alone", "insecure-alone",
+        "webhook-no-host", "webhook-bad-env", "webhook-token-alone", "webhook-both",
+        "webhook-and-log"])
 def test_bad_receiver_options(tmp_path, monkeypatch, args, env, expected):
     for key, value in env.items():
         monkeypatch.setenv(key, value)

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+import yaml
+
 from kubeprobe import images, profiles
 from kubeprobe.lab import build, config, decoy, host, node_images
 
@@ -66,6 +68,7 @@ class LabState:
     pids: dict[str, int] = field(default_factory=dict)
     audit_log: Path | None = None  # the API server's audit log on this host (None: profile has none)
     images: list[str] = field(default_factory=list)  # refs of the extra images, `name:tag` and `name@sha256:`
+    audit_webhook: str | None = None  # where the API server posts audit events (None: nowhere)
     running: bool = True  # False: some lab process died (see log_dir); `down` cleans up
 
 
@@ -108,14 +111,17 @@ def status() -> LabState | None:
     return LabState(profile=raw["profile"], kubeconfig=Path(raw["kubeconfig"]), node_name=raw["node_name"],
                     node_ip=raw["node_ip"], lab_dir=LAB_DIR, log_dir=log_dir(), k8s_version=raw["k8s_version"],
                     pids=alive, audit_log=Path(raw["audit_log"]) if raw.get("audit_log") else None,
-                    images=raw.get("images", []),
+                    images=raw.get("images", []), audit_webhook=raw.get("audit_webhook"),
                     running=bool(alive) and set(alive) == set(raw.get("processes", {})))
 
 
 # -- up ---------------------------------------------------------------------------------
 class _Up:
-    def __init__(self, profile: str, extra_images: Sequence[Path], log: Callable[[str], None]):
+    def __init__(self, profile: str, extra_images: Sequence[Path], log: Callable[[str], None],
+                 version: str, audit_webhook: config.AuditWebhook | None = None):
         self.profile = profile
+        self.version = version
+        self.audit_webhook = audit_webhook
         self.extra_images = [Path(p) for p in extra_images]
         self.log = log
         self.t0 = time.monotonic()
@@ -139,6 +145,12 @@ class _Up:
             raise LabError("lab up needs root (it runs containerd, the kubelet and kubeadm on this host)")
         if self.profile not in config.PROFILES:
             raise LabError(f"unknown profile {self.profile!r}; use one of: {', '.join(config.PROFILES)}")
+        if self.audit_webhook is not None:
+            try:  # a profile without an audit policy is refused before anything starts
+                config.kubeadm_documents(self.profile, config.LabSettings(
+                    self.version, "", "", "", "", Path(), Path(), audit_webhook=self.audit_webhook))
+            except ValueError as exc:
+                raise LabError(f"--audit-webhook: {exc}") from None
         current = status()
         if current:
             raise LabError(f"a lab is already running (profile {current.profile}, pids "
@@ -149,9 +161,10 @@ class _Up:
         busy = sorted(set(PORTS) & host.listening_ports())
         if busy:
             raise LabError("port(s) already in use: " + ", ".join(f"{p} ({PORTS[p]})" for p in busy))
-        self.stamp = build.read_stamp()
+        self.stamp = build.read_stamp(version=self.version)
         if self.stamp is None:
-            raise LabError("the lab binaries are not built; run `kubeprobe lab build` first")
+            raise LabError(f"the lab binaries of Kubernetes {self.version} are not built; run "
+                           f"`kubeprobe lab build --k8s-version {build.minor_of(self.version)}` first")
         missing = [p for p in self.extra_images if not p.is_file()]
         if missing:
             raise LabError(f"image tar not found: {missing[0]}")
@@ -186,7 +199,8 @@ class _Up:
         settings = config.LabSettings(
             k8s_version=self.stamp["k8s_version"], etcd_image_tag=self.stamp["etcd_image_tag"],
             node_name=self.node_name, node_ip=self.node_ip, cri_socket=f"unix://{containerd_socket()}",
-            etcd_data_dir=LAB_DIR / "etcd", pod_logs_dir=LAB_DIR / "pod-logs", skip_phases=SKIP_PHASES)
+            etcd_data_dir=LAB_DIR / "etcd", pod_logs_dir=LAB_DIR / "pod-logs", skip_phases=SKIP_PHASES,
+            audit_webhook=self.audit_webhook)
         path = LAB_DIR / "kubeadm.yaml"
         path.write_text(config.render_kubeadm_config(self.profile, settings))
         # kind's extraMounts: on the lab node the host is the node, so copy the files in place.
@@ -194,6 +208,13 @@ class _Up:
             mount.node_path.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(mount.host_path, mount.node_path)
             mount.node_path.chmod(0o444 if mount.read_only else 0o644)
+        if self.audit_webhook is not None:  # it holds the token: root only (the API server)
+            hook = config.AUDIT_WEBHOOK_KUBECONFIG
+            hook.parent.mkdir(parents=True, exist_ok=True)
+            hook.touch(mode=0o600)
+            hook.chmod(0o600)
+            hook.write_text(yaml.safe_dump(self.audit_webhook.kubeconfig()))
+            self.raw["audit_webhook"] = self.audit_webhook.url
         self.raw.update(profile=self.profile, node_name=self.node_name, node_ip=self.node_ip,
                         k8s_version=self.stamp["k8s_version"], kubeconfig=str(LAB_DIR / "admin.conf"))
         return path
@@ -342,15 +363,23 @@ def ensure_images(extra_images: Sequence[Path]) -> list[str]:
 
 
 def _audit_log_path(profile: str) -> Path | None:
-    docs = config.kubeadm_documents(profile, config.LabSettings("", "", "", "", "", Path(), Path()))
+    docs = config.kubeadm_documents(profile, config.LabSettings(build.DEFAULT_VERSION, "", "", "", "", Path(), Path()))
     cluster = next(d for d in docs if d["kind"] == "ClusterConfiguration")
-    path = cluster.get("apiServer", {}).get("extraArgs", {}).get("audit-log-path")
+    path = config.args_as_map(cluster.get("apiServer", {}).get("extraArgs")).get("audit-log-path")
     return Path(path) if path and path != "-" else None
 
 
-def up(profile: str, extra_images: Sequence[Path] = (), log: Callable[[str], None] | None = None) -> LabState:
+def up(profile: str, extra_images: Sequence[Path] = (), log: Callable[[str], None] | None = None,
+       version: str | None = None, audit_webhook: config.AuditWebhook | None = None) -> LabState:
+    """Start the lab on Kubernetes `version` (a supported minor or patch; default: the
+    newest). `audit_webhook`: the API server also posts its audit events there (profiles with
+    an audit policy only; the file lives below /etc/kubernetes/audit, which `down` removes)."""
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
-    runner = _Up(profile, extra_images, log)
+    try:
+        version = build.resolve_version(version)
+    except ValueError as exc:
+        raise LabError(str(exc)) from None
+    runner = _Up(profile, extra_images, log, version, audit_webhook)
     runner.precheck()  # refusals leave any running lab alone
     try:
         return runner.run()
