@@ -238,6 +238,14 @@ def image_specs(stamp: dict, coredns_dir: Path | None) -> dict[str, dict]:
     return specs
 
 
+def _has_cap_sys_resource() -> bool:
+    """CAP_SYS_RESOURCE (bit 24) in this machine's capability bounding set."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapBnd:"):
+            return bool(int(line.split()[1], 16) >> 24 & 1)
+    return True
+
+
 def sandbox_image(refs: list[str]) -> str:
     pause = [r for r in refs if r.rsplit("/", 1)[-1].startswith("pause:")]
     if not pause:
@@ -359,7 +367,14 @@ def build(stamp: dict, *, log=lambda line: None, force: bool = False,
         config = root / "etc/containerd/config.toml"
         text = config.read_text()
         old = next(line for line in text.splitlines() if "sandbox_image" in line)
-        config.write_text(text.replace(old, f'  sandbox_image = "{sandbox_image(refs)}"'))
+        text = text.replace(old, f'  sandbox_image = "{sandbox_image(refs)}"')
+        # Without CAP_SYS_RESOURCE (a bounding set without it, as on these machines) no process
+        # may lower its oom_score_adj, and runc fails every sandbox ("failed to update
+        # /proc/self/oom_score_adj: Permission denied"); restricted, containerd never asks for a
+        # score below its own (kind's rootless setting). Harmless where the capability exists.
+        if not _has_cap_sys_resource():
+            text = text.replace("restrict_oom_score_adj = false", "restrict_oom_score_adj = true")
+        config.write_text(text)
         (root / "etc/containerd/cri-base.json").write_bytes(_cri_base_json(ctrd / "ctr"))
         _run(["systemctl", f"--root={root}", "enable", "kubelet.service", "containerd.service",
               "undo-mount-hacks.service"], "enabling the node's units")
