@@ -251,6 +251,7 @@ def _kind(opts: TargetOptions) -> Target:
         target.teardown.append(lambda: _run([kind, "delete", "cluster", "--name", name], 300,
                                             f"deleting kind cluster {name}"))
     try:
+        Path("/lib/modules").mkdir(parents=True, exist_ok=True)  # every node binds it
         started = time.monotonic()
         _run([kind, "create", "cluster", "--name", name, "--config", str(config_path),
               "--kubeconfig", str(kubeconfig), "--wait", "300s"], 900,
