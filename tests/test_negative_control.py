@@ -10,6 +10,7 @@ parent (reports/<profile> and reports/<profile>-<expectation profile> below it).
 """
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 from pathlib import Path
@@ -73,10 +74,26 @@ def weak():
     return results("weak")
 
 
+# Controls a target cannot run by construction may SKIP there, and only SKIP, naming the
+# option that would make them run (KUBEPROBE_NEGATIVE_CONTROL_SKIP_OK="REGISTRY-*": a kind
+# cluster has no registry with signed samples; those controls are proven on the lab).
+SKIP_OK = os.environ.get("KUBEPROBE_NEGATIVE_CONTROL_SKIP_OK", "").split()
+
+
+def skipped_as_allowed(control_id: str, row: dict) -> bool:
+    if not any(fnmatch.fnmatch(control_id, pattern) for pattern in SKIP_OK):
+        return False
+    assert row["verdict"] == "SKIP" and "--" in row["reason"], (
+        f"{control_id} may only SKIP here, naming the option it needs: {row['verdict']}: {row['reason']}")
+    return True
+
+
 @pytest.mark.parametrize("control_id", BLOCK_TYPE)
 def test_block_control_passes_on_hardened(control_id, hardened):
     row = hardened.get(control_id)
     assert row is not None, f"{control_id} did not run on the hardened lab"
+    if skipped_as_allowed(control_id, row):
+        return
     assert row["verdict"] == "PASS", f"{control_id} on hardened: {row['verdict']}: {row['reason']}"
 
 
@@ -84,6 +101,8 @@ def test_block_control_passes_on_hardened(control_id, hardened):
 def test_block_control_fails_on_weak(control_id, weak):
     row = weak.get(control_id)
     assert row is not None, f"{control_id} did not run on the weak lab"
+    if skipped_as_allowed(control_id, row):
+        return
     assert row["verdict"] == "FAIL", (f"{control_id} does not fail on the weak lab "
                                       f"({row['verdict']}: {row['reason']}): a probe that "
                                       "cannot fail")
