@@ -87,8 +87,14 @@ class PodTransport:
     vantage = "pod"
 
     def __init__(self, kube, namespace: str, image: str, run_id: str, defer_undo,
-                 deadline_s: float = 60.0) -> None:
+                 deadline_s: float = 60.0, spec: dict | None = None) -> None:
         self.kube, self.namespace, self.image = kube, namespace, image
+        # The probe image's pod-spec additions (imagePullSecrets) and what the evidence says.
+        self.spec = spec or {}
+        self.image_note = "".join(
+            f"the vantage pod's probe image is pulled with the pull secret {namespace}/"
+            f"{s['name']} (--probe-image-pull-secret)"
+            for s in self.spec.get("imagePullSecrets", [])[:1]) or None
         self.name = f"kp-vantage-{run_id}"
         self.run_id, self.defer_undo, self.deadline_s = run_id, defer_undo, deadline_s
 
@@ -104,7 +110,7 @@ class PodTransport:
                 "spec": {"containers": [{"name": "agent", "image": self.image,
                                          "imagePullPolicy": "IfNotPresent",
                                          "args": ["sleep"], "securityContext": security}],
-                         "terminationGracePeriodSeconds": 0}}
+                         "terminationGracePeriodSeconds": 0, **self.spec}}
         core.create_namespaced_pod(self.namespace, body, _request_timeout=self.kube.timeout)
         self._wait_running()
         return self
@@ -153,5 +159,6 @@ def pod_transport_for_suite(suite) -> PodTransport:
     image = suite.probe_image
     if image is None:
         raise Unavailable("no probe image for this target (pass --probe-image)")
-    return PodTransport(suite.kube, suite.namespace.ensure(), image, suite.run_id,
-                        suite.defer_undo).start()
+    namespace = suite.namespace.ensure()
+    return PodTransport(suite.kube, namespace, image, suite.run_id, suite.defer_undo,
+                        spec=suite.probe_image_pod_spec(namespace)).start()
