@@ -171,6 +171,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "credentials (REGISTRY-01)")
     group.addoption("--registry-ca", type=Path, default=None, metavar="FILE",
                     help="CA bundle for the private registry's TLS (default: system trust)")
+    group.addoption("--registry-exempt-namespaces", default=None, metavar="NS,...",
+                    help="namespaces the cluster's image-signature admission leaves alone by "
+                         "design (its own, the detector's): REGISTRY-02..05 do not sweep them, "
+                         "said in their evidence (the lab names its own)")
     for option, (_, what) in _supply_chain_options().items():
         group.addoption(option, default=None, metavar="REF",
                         help=f"{what} (REGISTRY-02..05; without it the control SKIPs)")
@@ -457,8 +461,14 @@ def _supply_chain(config: pytest.Config, target):
     images = _supply_chain_images(config)
     if config.getoption("registry_image") or any(images.values()):
         return supplychain.from_options(config.getoption("registry_image"),
-                                        config.getoption("registry_ca"), images)
+                                        config.getoption("registry_ca"), images,
+                                        _registry_exempt(config.getoption(
+                                            "registry_exempt_namespaces")))
     return supplychain.from_lab(getattr(target, "registry", None))
+
+
+def _registry_exempt(option: str | None) -> tuple[str, ...]:
+    return tuple(n.strip() for n in (option or "").split(",") if n.strip())
 
 
 PULL_SECRET_KEY = pytest.StashKey[bytes]()  # --probe-image-pull-secret's content, checked
@@ -518,6 +528,10 @@ def _validate_options(config: pytest.Config) -> None:
     if not DNS_LABEL.match(opt.falco_namespace or ""):
         _cannot_run(f"--falco-namespace {opt.falco_namespace!r}: not a namespace name "
                     f"(lowercase letters, digits and '-')")
+    for name in _registry_exempt(opt.registry_exempt_namespaces):
+        if not DNS_LABEL.match(name):
+            _cannot_run(f"--registry-exempt-namespaces {opt.registry_exempt_namespaces!r}: "
+                        f"{name!r} is not a namespace name")
     from kubeprobe.supplychain import check_options
     bad = check_options(opt.registry_image, opt.registry_ca, _supply_chain_images(config))
     if bad:

@@ -196,6 +196,8 @@ def test_controls_selection_matching_nothing(tmp_path):
     (["--falco-receiver", "0.0.0.0:70000"], "--falco-receiver '0.0.0.0:70000': expected HOST:PORT"),
     (["--falco-receiver", "host:port"], "--falco-receiver 'host:port': expected HOST:PORT"),
     (["--falco-namespace", "Falco_NS"], "--falco-namespace 'Falco_NS': not a namespace name"),
+    (["--registry-exempt-namespaces", "cosign-system,Bad_NS"],
+     "--registry-exempt-namespaces 'cosign-system,Bad_NS': 'Bad_NS' is not a namespace name"),
     (["--run-id", "Nightly_1"], "--run-id 'Nightly_1': must be DNS-safe"),
     (["--run-id", "a" * 27], "at most 26 characters"),
     (["--controls", "ETCD-99,NOPE-*"], "--controls 'ETCD-99,NOPE-*' matches no control"),
