@@ -12,15 +12,31 @@ BLOCKED:   HTTP 401 (anonymous authentication off) or HTTP 403 (anonymous denied
 INCONCLUSIVE: a refusal by a front end that is not the API server (named as such), or a
            401/403 that is not a Kubernetes Status.
 """
+import ipaddress
+
 from kubeprobe.authn import speaks_for_apiserver, status_message, unreached_own_endpoint
 from kubeprobe.classify import UNPROVEN_ERRORS, http_auth_refusal, list_answer, refusal, unexpected
+from kubeprobe.context import Unavailable
 from kubeprobe.outcome import Observation, Outcome
 
 TARGETS = "apiserver_network"
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def run(ctx, target, resource="pods"):
     what = f"anonymous list of {resource} on {target.address}"
+    if str(ctx.transport.vantage).startswith("pod") and _loopback(target.host):
+        # kind publishes the API server on the runner's 127.0.0.1: inside a pod that address
+        # is the pod itself. The API server's own endpoints are attacked from there instead.
+        raise Unavailable(f"{target.address} is the runner's loopback address (the kubeconfig "
+                          f"URL of a local cluster): no pod can reach it; the API server's own "
+                          f"endpoints are attacked from the pod instead")
     # `!key` matches every object without that label: the listing is unchanged.
     path = f"/api/v1/{resource}?limit=20&labelSelector=%21kubeprobe-nonce-{ctx.nonce}"
     exchange = ctx.exchange(ctx.probe(target.host, target.port, tls=True, method="GET",

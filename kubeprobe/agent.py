@@ -87,15 +87,20 @@ class PodTransport:
     vantage = "pod"
 
     def __init__(self, kube, namespace: str, image: str, run_id: str, defer_undo,
-                 deadline_s: float = 60.0, spec: dict | None = None) -> None:
+                 deadline_s: float = 60.0, node: str | None = None,
+                 spec: dict | None = None) -> None:
         self.kube, self.namespace, self.image = kube, namespace, image
+        self.node = node
         # The probe image's pod-spec additions (imagePullSecrets) and what the evidence says.
         self.spec = spec or {}
         self.image_note = "".join(
             f"the vantage pod's probe image is pulled with the pull secret {namespace}/"
             f"{s['name']} (--probe-image-pull-secret)"
             for s in self.spec.get("imagePullSecrets", [])[:1]) or None
-        self.name = f"kp-vantage-{run_id}"
+        # one vantage pod per node it is placed on (multi-node), else the run's single one
+        suffix = "" if node is None else "-" + hashlib.sha256(node.encode()).hexdigest()[:8]
+        self.name = f"kp-vantage-{run_id}{suffix}"
+        self.vantage = "pod" if node is None else f"pod on {node}"
         self.run_id, self.defer_undo, self.deadline_s = run_id, defer_undo, deadline_s
 
     def start(self) -> "PodTransport":
@@ -111,6 +116,11 @@ class PodTransport:
                                          "imagePullPolicy": "IfNotPresent",
                                          "args": ["sleep"], "securityContext": security}],
                          "terminationGracePeriodSeconds": 0, **self.spec}}
+        if self.node is not None:
+            # Placed by name (no scheduler): a control plane's NoSchedule taint does not keep
+            # the attacker's position off it; NoExecute taints are tolerated for the same reason.
+            body["spec"]["nodeName"] = self.node
+            body["spec"]["tolerations"] = [{"operator": "Exists"}]
         core.create_namespaced_pod(self.namespace, body, _request_timeout=self.kube.timeout)
         self._wait_running()
         return self
@@ -153,7 +163,7 @@ class PodTransport:
         return Exchange.from_json(json.loads(out.strip().splitlines()[-1]))
 
 
-def pod_transport_for_suite(suite) -> PodTransport:
+def pod_transport_for_suite(suite, node: str | None = None) -> PodTransport:
     """The suite's pod vantage: the lab/kind were given the agent image; an existing cluster
     needs --probe-image (pushed to a registry it can pull from)."""
     image = suite.probe_image
@@ -161,4 +171,4 @@ def pod_transport_for_suite(suite) -> PodTransport:
         raise Unavailable("no probe image for this target (pass --probe-image)")
     namespace = suite.namespace.ensure()
     return PodTransport(suite.kube, namespace, image, suite.run_id, suite.defer_undo,
-                        spec=suite.probe_image_pod_spec(namespace)).start()
+                        node=node, spec=suite.probe_image_pod_spec(namespace)).start()

@@ -14,6 +14,7 @@
                                         label; one line per thing removed, exit 0 when
                                         nothing is left (see kubeprobe/sweep.py)
     kubeprobe lab build|tools|up|down|status  the local lab cluster (see kubeprobe/lab)
+    kubeprobe kind engine|tools|image   kind: the engine, its tools, the offline node image
     kubeprobe matrix [--profiles P,..] [--versions 1.35,1.36,1.37]
                                         the suite on the lab at each Kubernetes minor, one
                                         combined table (see kubeprobe/matrix.py)
@@ -66,6 +67,11 @@ def _lab(argv: list[str]) -> int:
     return lab_main(argv)
 
 
+def _kind(argv: list[str]) -> int:
+    from kubeprobe.kind.cli import main as kind_main
+    return kind_main(argv)
+
+
 def _rules(argv: list[str]) -> int:
     from kubeprobe.rules import main as rules_main
     return rules_main(argv)
@@ -97,7 +103,7 @@ def _docs(argv: list[str]) -> int:
 
 
 COMMANDS = {"run": _run, "catalog": _catalog, "diff": _diff, "sweep": _sweep, "lab": _lab,
-            "rules": _rules, "docs": _docs, "matrix": _matrix, "image": _image}
+            "kind": _kind, "rules": _rules, "docs": _docs, "matrix": _matrix, "image": _image}
 
 
 def main(argv: list[str] | None = None) -> int:

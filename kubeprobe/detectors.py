@@ -128,6 +128,11 @@ def start_sources(target: Target, kube: Kube, audit_log: Path | None = None,
         try:
             source = build()
             if source is None:
+                falco_failed = getattr(target, "falco", None) or ""
+                if name == "falco" and falco_failed.startswith("not installed:"):
+                    # the target tried to install Falco (kind + helm) and could not: its
+                    # controls say NOT-VERIFIED with that reason, not merely "no source"
+                    failed[name] = f"Falco {falco_failed}"
                 continue
             source.start()
         except SourceUnavailable as exc:

@@ -47,6 +47,9 @@ def install(kubeconfig: Path, workdir: Path, timeout_s: int = 600) -> str:
     """`helm upgrade --install` the chart into NAMESPACE and wait for it; return a one-line
     description. FalcoInstallError (one line) when helm or the chart is not available."""
     helm = shutil.which("helm")
+    if helm is None:  # kubeprobe's own build (`kubeprobe kind tools`, helm.sh/helm/v3)
+        from kubeprobe.kind import tools
+        helm = str(tools.HELM.binary()) if tools.stamp(tools.HELM) else None
     if helm is None:
         raise FalcoInstallError("helm is not installed")
     values = workdir / "falco-values.yaml"

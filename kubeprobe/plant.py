@@ -62,10 +62,16 @@ def _copy_to_node(uri: str, source: Path, destination: str) -> None:
         shutil.copy2(source, destination)
         return
     node = uri[len("docker://"):]
-    done = subprocess.run(["docker", "cp", str(source), f"{node}:{destination}"],
-                          capture_output=True, text=True, timeout=60)
+    # Streamed through `docker exec`, not `docker cp`: a container's rootfs lives below the
+    # node's /run (a tmpfs in kind nodes), which `docker cp` cannot see ("Could not find the
+    # file /run/containerd/io.containerd.runtime.v2.task/...").
+    with open(source, "rb") as data:
+        done = subprocess.run(["docker", "exec", "-i", node, "sh", "-c",
+                               'cat > "$1" && chmod 0755 "$1"', "sh", destination],
+                              stdin=data, capture_output=True, timeout=60)
     if done.returncode != 0:
-        raise RuntimeError(f"docker cp to {node} failed: {done.stderr.strip()[:300]}")
+        raise RuntimeError(f"copying to {destination} on {node} failed: "
+                           f"{done.stderr.decode(errors='replace').strip()[:300]}")
 
 
 def plant(ctx, pod, container: str, binary: Path | None, name: str) -> str:

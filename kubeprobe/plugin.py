@@ -147,6 +147,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "detection, not only prevention")
     group.addoption("--no-falco", action="store_true",
                     help="do not install Falco on the hardened kind cluster")
+    group.addoption("--kind-node-image", default="auto", metavar="auto|local|upstream|REF",
+                    help="kind's node image: auto = kind v0.33.0's kindest/node where the engine "
+                         "has or can pull it, else kubeprobe's offline image of the lab's "
+                         "Kubernetes (`kubeprobe kind image`); local = always the offline one")
+    group.addoption("--kind-workers", default=0, type=int, metavar="N",
+                    help="add N worker nodes to the kind cluster (multi-node run)")
     group.addoption("--alert-timeout", default=15.0,
                     help="seconds to wait for an expected alert (default 15)")
     group.addoption("--parallelism", default=8,
@@ -628,7 +634,9 @@ def kubeprobe_target(request: pytest.FixtureRequest):
                          k8s_version=config.getoption("k8s_version"),
                          keep_cluster=config.getoption("keep_cluster"), run_id=run_id,
                          extra_images=_agent_image(config),
-                         install_falco=not config.getoption("no_falco"))
+                         install_falco=not config.getoption("no_falco"),
+                         kind_node_image=config.getoption("kind_node_image"),
+                         kind_workers=config.getoption("kind_workers"))
     try:
         # A signal while the target comes up is held: the teardown needs a whole target.
         with shielded(config.stash.get(GUARD_KEY, None)):

@@ -218,6 +218,8 @@ class Suite:
     _timed_out: set[str] = field(default_factory=set)
     _pod_lock: threading.Lock = field(default_factory=threading.Lock)
     _pod_transport_error: Unavailable | None = None
+    # node name -> the vantage pod placed there (multi-node clusters), or why it could not start
+    _node_transports: dict[str, Any] = field(default_factory=dict)
 
     def defer(self, description: str, func: Callable[..., None], *args: Any) -> None:
         self._cleanups.append((description, lambda: func(*args)))
@@ -324,6 +326,34 @@ class Suite:
                     self._pod_transport_error = exc
                     raise
             return self.__dict__["_pod_transport"]
+
+    def pod_transport_on(self, node: str) -> Transport:
+        """A vantage pod placed on `node` (started once per node; a failure is remembered)."""
+        with self._pod_lock:
+            found = self._node_transports.get(node)
+            if found is None:
+                if self.pod_transport_factory is None:
+                    found = Unavailable("the pod vantage is not available in this build")
+                else:
+                    try:
+                        found = self.pod_transport_factory(self, node=node)
+                    except Unavailable as exc:
+                        found = exc
+                self._node_transports[node] = found
+        if isinstance(found, Unavailable):
+            raise found
+        return found
+
+    def pod_transport_for(self, endpoint: Endpoint) -> Transport:
+        """The pod vantage for one endpoint. A node's own services (its kubelet) are attacked
+        from a pod on ANOTHER node when the cluster has more than one: the lateral position a
+        compromised workload elsewhere in the cluster holds. Everything else, and single-node
+        clusters, use the one shared vantage pod."""
+        if endpoint.kind == "node":
+            others = sorted({e.name for e in self.endpoints.of("node")} - {endpoint.name})
+            if others:
+                return self.pod_transport_on(others[0])
+        return self.pod_transport
 
     # -- scheduling: controls run concurrently, reported in catalog order ------------------
     def start(self, controls: list[Control]) -> None:
@@ -448,9 +478,12 @@ class Suite:
                                                  f"no {attack.TARGETS} endpoint found")
                 return finish(Verdict.SKIP, why)
             step = f"starting the {control.vantage} vantage"
+            multi_node = (control.vantage == "pod"
+                          and len({e.name for e in self.endpoints.of("node")}) > 1
+                          and any(e.kind == "node" for e in endpoints))
             try:
-                transport = (self.pod_transport if control.vantage == "pod"
-                             else self.runner_transport)
+                transport = (self.runner_transport if control.vantage != "pod"
+                             else None if multi_node else self.pod_transport)
             except Unavailable as exc:
                 return finish(Verdict.SKIP, f"vantage {control.vantage}: {exc}")
             done.extend(self._attack_endpoints(control, attack, endpoints, transport,
@@ -523,7 +556,14 @@ class Suite:
                              secret.name if secret is not None else "")
 
     def _attack_endpoint(self, control: Control, attack, endpoint: Endpoint,
-                         transport: Transport, expected: Expectation) -> EndpointResult:
+                         transport: Transport | None, expected: Expectation) -> EndpointResult:
+        vantage_unavailable = None
+        if transport is None:  # pod vantage on a multi-node cluster: placed per endpoint
+            try:
+                transport = self.pod_transport_for(endpoint)
+            except Unavailable as exc:
+                vantage_unavailable = Unavailable(f"vantage pod: {exc}")
+                transport = self.runner_transport  # never used: the attack is not run
         ctx = AttackContext(run_id=self.run_id, control_id=control.id, transport=transport,
                             credentials=self.credentials, kube=self.kube,
                             workload_namespace=self.namespace.ensure,
@@ -547,6 +587,8 @@ class Suite:
         since = datetime.now(timezone.utc)
         try:
             try:
+                if vantage_unavailable is not None:
+                    raise vantage_unavailable
                 observation = attack.run(ctx, endpoint, **control.params)
             except Unavailable as exc:
                 skip_reason = str(exc)
@@ -587,7 +629,8 @@ class Suite:
                     judgement = type(judgement)(judgement.verdict, judgement.reason + " ("
                                                 + alert_evidence["reason"] + ")")
             verdict, reason = judgement.verdict, judgement.reason
-        result = EndpointResult(endpoint, transport.vantage, observation, verdict, reason,
+        vantage = transport.vantage if vantage_unavailable is None else "pod"
+        result = EndpointResult(endpoint, vantage, observation, verdict, reason,
                                 ctx.exchanges, ctx.notes, cleanups, alert_evidence)
         if result.failed_cleanups:
             # FAIL stays FAIL (the attack's finding stands); anything else cannot be trusted

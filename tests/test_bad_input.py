@@ -164,7 +164,7 @@ def test_unknown_context(tmp_path):
 
 def test_kind_without_kind_or_docker(tmp_path):
     done = run_suite(tmp_path, "--target", "kind")
-    assert_one_clear_line(done, "--target kind needs the kind CLI and a running Docker engine")
+    assert_one_clear_line(done, "--target kind needs the kind CLI and a container engine: the kind CLI is not installed")
 
 
 def test_malformed_catalog(tmp_path):

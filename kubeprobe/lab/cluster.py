@@ -474,7 +474,11 @@ def _remove_files(raw: dict) -> None:
         log_dir().mkdir(parents=True, exist_ok=True)
         shutil.copyfile(audit, log_dir() / "audit.log")
     preexisting = set(raw.get("preexisting_paths", HOST_PATHS if not raw else []))
-    for path in [p for p in HOST_PATHS if p not in preexisting] + [str(KUBELET_DIR), str(RUN_DIR)]:
+    # /lib/modules stays: kind's nodes bind-mount it (`--volume /lib/modules:/lib/modules:ro`),
+    # and a node made while the lab was up would be left with a deleted directory, where every
+    # pod mounting it (kube-proxy, kindnet) fails to start. An empty directory harms no one.
+    for path in [p for p in HOST_PATHS if p not in preexisting and p != "/lib/modules"] + [
+            str(KUBELET_DIR), str(RUN_DIR)]:
         _remove(Path(path))
     for cni_state in (Path("/var/lib/cni/networks") / CNI_NETWORK,
                       *Path("/var/lib/cni/results").glob(f"{CNI_NETWORK}-*")):
