@@ -27,13 +27,13 @@ TARGETS = "apiserver"
 VIOLATIONS = load_attack("pod_security_violation", Path(__file__).parent).VIOLATIONS
 
 
-def _agent_pod(ctx, name, violation=None):
+def _agent_pod(ctx, name, violation=None, spec=None):
     container = restricted_container("agent", ctx.probe_image)
     container.update(command=["/kubeprobe-agent", "sleep", f"--kubeprobe-nonce={ctx.nonce}"])
     body = {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "labels": ctx.labels},
             "spec": {"containers": [container], "automountServiceAccountToken": False,
-                     "terminationGracePeriodSeconds": 0}}
+                     "terminationGracePeriodSeconds": 0, **(spec or {})}}
     if violation:
         VIOLATIONS[violation](body["spec"])
         # A host path only counts as mounted when the container mounts it (read-only here).
@@ -48,12 +48,13 @@ def run(ctx, target, violation="privileged", start_within_seconds=60):
         raise Unavailable("no probe image for this target (pass --probe-image)")
     namespace = ctx.namespace()
     name = ctx.unique_name(f"launch-{violation.lower()}")
-    body = _agent_pod(ctx, name, violation)
+    spec = ctx.probe_image_spec(namespace)   # its pull Secret, when the run has one
+    body = _agent_pod(ctx, name, violation, spec)
     what = f"launch a {violation} container in pod {name}"
     observation, pair = differential(
         ctx, violation,
         pod_write(ctx, "the same agent pod without the violation",
-                  _agent_pod(ctx, ctx.unique_name("launch")), namespace),
+                  _agent_pod(ctx, ctx.unique_name("launch"), spec=spec), namespace),
         pod_write(ctx, what, body, namespace))
     if observation.outcome is not Outcome.SUCCEEDED:
         return observation

@@ -30,12 +30,14 @@ def run(ctx, target, after_seconds=65, finish_within_seconds=60):
     container.update(command=["/kubeprobe-agent", "read-secret-after", str(after_seconds), TOKEN,
                               f"--kubeprobe-nonce={ctx.nonce}"])
     container["securityContext"]["readOnlyRootFilesystem"] = True
+    namespace = ctx.namespace()
     body = {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "labels": ctx.labels},
             "spec": {"containers": [container], "restartPolicy": "Never",
-                     "automountServiceAccountToken": True, "terminationGracePeriodSeconds": 0}}
+                     "automountServiceAccountToken": True, "terminationGracePeriodSeconds": 0,
+                     **ctx.probe_image_spec(namespace)}}
     what = f"read the mounted token {after_seconds}s after start-up in pod {name}"
-    created, refused = create_pod(ctx, what, body)
+    created, refused = create_pod(ctx, what, body, namespace)
     if refused:
         return refused
     namespace = created.metadata.namespace

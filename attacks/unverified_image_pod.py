@@ -48,7 +48,8 @@ def run(ctx, target, image="unsigned"):
                              lambda namespace: _pair(ctx, bad, signed, namespace))
     observation.evidence["supply chain"] = chain.describe()
     if exempt:
+        by = ("the lab" if chain.source == "lab" else "--registry-exempt-namespaces")
         observation.evidence["not swept"] = (f"{', '.join(sorted(exempt))}: left alone by the "
                                              "signature webhook by design (its own namespace, "
-                                             "the detector's)")
+                                             f"the detector's; named by {by})")
     return observation

@@ -87,9 +87,16 @@ class PodTransport:
     vantage = "pod"
 
     def __init__(self, kube, namespace: str, image: str, run_id: str, defer_undo,
-                 deadline_s: float = 60.0, node: str | None = None) -> None:
+                 deadline_s: float = 60.0, node: str | None = None,
+                 spec: dict | None = None) -> None:
         self.kube, self.namespace, self.image = kube, namespace, image
         self.node = node
+        # The probe image's pod-spec additions (imagePullSecrets) and what the evidence says.
+        self.spec = spec or {}
+        self.image_note = "".join(
+            f"the vantage pod's probe image is pulled with the pull secret {namespace}/"
+            f"{s['name']} (--probe-image-pull-secret)"
+            for s in self.spec.get("imagePullSecrets", [])[:1]) or None
         # one vantage pod per node it is placed on (multi-node), else the run's single one
         suffix = "" if node is None else "-" + hashlib.sha256(node.encode()).hexdigest()[:8]
         self.name = f"kp-vantage-{run_id}{suffix}"
@@ -108,7 +115,7 @@ class PodTransport:
                 "spec": {"containers": [{"name": "agent", "image": self.image,
                                          "imagePullPolicy": "IfNotPresent",
                                          "args": ["sleep"], "securityContext": security}],
-                         "terminationGracePeriodSeconds": 0}}
+                         "terminationGracePeriodSeconds": 0, **self.spec}}
         if self.node is not None:
             # Placed by name (no scheduler): a control plane's NoSchedule taint does not keep
             # the attacker's position off it; NoExecute taints are tolerated for the same reason.
@@ -162,5 +169,6 @@ def pod_transport_for_suite(suite, node: str | None = None) -> PodTransport:
     image = suite.probe_image
     if image is None:
         raise Unavailable("no probe image for this target (pass --probe-image)")
-    return PodTransport(suite.kube, suite.namespace.ensure(), image, suite.run_id,
-                        suite.defer_undo, node=node).start()
+    namespace = suite.namespace.ensure()
+    return PodTransport(suite.kube, namespace, image, suite.run_id, suite.defer_undo,
+                        node=node, spec=suite.probe_image_pod_spec(namespace)).start()

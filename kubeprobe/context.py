@@ -131,6 +131,9 @@ class AttackContext:
     node_access_used: str | None = None
     # The agent image the target can run (lab/kind load it; --probe-image elsewhere), or None.
     probe_image: str | None = None
+    # namespace -> the pod-spec additions for the probe image there (its imagePullSecrets,
+    # the Secret made on first use), or None: the image needs no credentials.
+    probe_image_pull: Callable[[str], dict] | None = None
     # Node name -> testinfra backend URI (local:// on the lab, docker://<node> on kind), or None.
     node_host: Callable[[str], str] | None = None
     # Workload namespaces (besides the run's own) where admission attacks also send their
@@ -220,6 +223,17 @@ class AttackContext:
 
     def note(self, text: str) -> None:
         self.notes.append(text)
+
+    def probe_image_spec(self, namespace: str) -> dict:
+        """Add these to the spec of a pod that runs the probe image in `namespace` (the
+        run's pull Secret, said in the evidence by name, never its content)."""
+        if self.probe_image_pull is None:
+            return {}
+        spec = self.probe_image_pull(namespace)
+        for secret in spec.get("imagePullSecrets", []):
+            self.note(f"the probe image is pulled with the pull secret {namespace}/"
+                      f"{secret['name']} (--probe-image-pull-secret)")
+        return spec
 
     def run_cleanups(self, on_error: Callable[[Cleanup], Any] | None = None) -> list[Cleanup]:
         """Run every registered cleanup (last first), even if one fails; return them all with

@@ -69,6 +69,9 @@ KINDS = {k.kind: k for k in (
          "list_service_account_for_all_namespaces"),
     Kind("v1", "ConfigMap", True, "CoreV1Api", "delete_namespaced_config_map",
          "list_config_map_for_all_namespaces"),
+    # The probe image's pull Secret (--probe-image-pull-secret): after the pods that use it.
+    Kind("v1", "Secret", True, "CoreV1Api", "delete_namespaced_secret",
+         "list_secret_for_all_namespaces"),
     Kind("v1", "Namespace", False, "CoreV1Api", "delete_namespace", "list_namespace"),
     Kind("v1", "Node", False, "CoreV1Api", "delete_node", "list_node"),
     Kind("certificates.k8s.io/v1", "CertificateSigningRequest", False, "CertificatesV1Api",
@@ -151,6 +154,8 @@ class PlantedFile:
     image: str = ""
     pod_namespace: str = ""
     run_id: str = ""
+    # The probe image's pull Secret in pod_namespace, when the run had one ("" otherwise).
+    pull_secret: str = ""
     type: str = field(default="file", init=False)
 
     def __post_init__(self) -> None:
@@ -160,7 +165,9 @@ class PlantedFile:
                                f"pod://<node>")
         if self.through_pod and (not _IMAGE_REF.match(self.image or "")
                                  or not _DNS_NAME.match(self.pod_namespace or "")
-                                 or (self.run_id and not _DNS_NAME.match(self.run_id))):
+                                 or (self.run_id and not _DNS_NAME.match(self.run_id))
+                                 or (self.pull_secret
+                                     and not _DNS_NAME.match(self.pull_secret))):
             raise JournalError(f"planted file on {self.node} through a pod: image "
                                f"{self.image!r}, namespace {self.pod_namespace!r} or run id "
                                f"{self.run_id!r} is not valid")
@@ -204,7 +211,9 @@ class PlantedFile:
                 "containerId": self.container_id, "path": self.path, "pod": self.pod,
                 "container": self.container,
                 **({"image": self.image, "podNamespace": self.pod_namespace,
-                    "runId": self.run_id} if self.through_pod else {})}
+                    "runId": self.run_id,
+                    **({"pullSecret": self.pull_secret} if self.pull_secret else {})}
+                   if self.through_pod else {})}
 
 
 Undo = ObjectRef | PlantedFile
@@ -222,7 +231,7 @@ def undo_from_json(doc: Any) -> Undo:
             return PlantedFile(doc["node"], doc["nodeAccess"], doc["containerId"], doc["path"],
                                doc.get("pod", ""), doc.get("container", ""),
                                doc.get("image", ""), doc.get("podNamespace", ""),
-                               doc.get("runId", ""))
+                               doc.get("runId", ""), doc.get("pullSecret", ""))
     except (KeyError, TypeError) as exc:
         raise JournalError(f"undo record {doc!r}: missing {exc}") from None
     raise JournalError(f"undo record of unknown type {doc.get('type')!r}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from kubernetes.client.rest import ApiException
@@ -48,10 +48,19 @@ class NodePodAccess:
     runs (the suite sets it for intrusive runs with a probe image)."""
     namespace: str
     image: str
+    # namespace -> the pod-spec additions for the probe image there (its imagePullSecrets:
+    # kubeprobe.workloads.probe_image_pod_spec), or None: the image needs no credentials.
+    pod_spec: Callable[[str], dict] | None = field(default=None, compare=False)
+    # The Secret those additions name (recorded with a planted file for its removal pod).
+    pull_secret: str = ""
+
+    def spec(self) -> dict[str, Any]:
+        return self.pod_spec(self.namespace) if self.pod_spec is not None else {}
 
 
 def manifest(name: str, node: str, image: str, run_id: str, args: list[str],
-             labels: dict[str, str] | None = None) -> dict[str, Any]:
+             labels: dict[str, str] | None = None,
+             spec: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "labels": {**(labels or {}), RUN_ID_LABEL: run_id,
                                                   ROLE_LABEL: "node-access"}},
@@ -62,7 +71,8 @@ def manifest(name: str, node: str, image: str, run_id: str, args: list[str],
                      "containers": [{"name": CONTAINER, "image": image,
                                      "imagePullPolicy": "IfNotPresent", "args": args,
                                      "securityContext": {"privileged": True,
-                                                         "runAsUser": 0}}]}}
+                                                         "runAsUser": 0}}],
+                     **(spec or {})}}
 
 
 def _refused(exc: ApiException) -> str:
@@ -125,15 +135,18 @@ class NodePod:
         return ObjectRef("v1", "Pod", self.access.namespace, self.name)
 
     def describe(self) -> str:
+        pulled = (f", pulled with the pull secret {self.access.namespace}/"
+                  f"{self.access.pull_secret}" if self.access.pull_secret else "")
         return (f"privileged pod {self.access.namespace}/{self.name} on {self.node} ({HOW}; "
-                f"image {self.access.image})")
+                f"image {self.access.image}{pulled})")
 
     def start(self, defer_undo: Callable[[Any], None],
               deadline_s: float = START_DEADLINE_S) -> "NodePod":
+        spec = self.access.spec()   # the pull Secret (its own undo record) first
         defer_undo(self.ref)
         _create(self.kube, self.access.namespace,
                 manifest(self.name, self.node, self.access.image, self.run_id, ["sleep"],
-                         self.labels))
+                         self.labels, spec))
         phase = _wait(self.kube, self.access.namespace, self.name,
                       ("Running", "Succeeded", "Failed"), deadline_s)
         if phase != "Running":
@@ -162,7 +175,8 @@ def run_once(kube, access: NodePodAccess, node: str, run_id: str, args: list[str
     (a sweep finds it if this process dies) and is deleted in every case."""
     name = f"kp-node-{run_id}-{secrets.token_hex(3)}"[:63].rstrip("-")
     ref = ObjectRef("v1", "Pod", access.namespace, name)
-    _create(kube, access.namespace, manifest(name, node, access.image, run_id, args))
+    _create(kube, access.namespace, manifest(name, node, access.image, run_id, args,
+                                             spec=access.spec()))
     try:
         phase = _wait(kube, access.namespace, name, ("Succeeded", "Failed"), deadline_s)
         log = kube.core.read_namespaced_pod_log(name, access.namespace, container=CONTAINER,
@@ -180,7 +194,12 @@ def unplant(kube, planted) -> bool:
     was there. Needs the API (the sweep without a cluster lists it instead)."""
     if kube is None:
         raise RuntimeError("no cluster to start the node-access pod in")
-    access = NodePodAccess(planted.pod_namespace, planted.image)
+    # The Secret the run pulled the image with, named (a kubelet that re-checks credentials
+    # of images pulled with a secret wants it again; it is removed after planted files).
+    named = ({"imagePullSecrets": [{"name": planted.pull_secret}]}
+             if planted.pull_secret else {})
+    access = NodePodAccess(planted.pod_namespace, planted.image,
+                           (lambda _namespace: named) if named else None, planted.pull_secret)
     said = run_once(kube, access, planted.node, planted.run_id or "sweep",
                     ["node-unplant", planted.path])
     return said.strip().splitlines()[-1:] == ["removed"]

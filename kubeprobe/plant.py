@@ -119,7 +119,8 @@ def _plant_through_pod(ctx, pod, container: str, name: str) -> str:
         on_node = rootfs + inside
         uri = access_uri(node)
         ctx.defer_undo(PlantedFile(node, uri, cid, on_node, pod.metadata.name, container,
-                                   access.image, access.namespace, ctx.run_id))
+                                   access.image, access.namespace, ctx.run_id,
+                                   access.pull_secret))
         said = json.loads(node_pod.agent("node-plant", cid, inside, name).strip()
                           .splitlines()[-1])
     except (RuntimeError, ValueError, KeyError, IndexError) as exc:

@@ -93,6 +93,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--probe-image", default=None,
                     help="image of the pod vantage agent for an existing cluster "
                          "(kind and the lab get a locally built one)")
+    group.addoption("--probe-image-pull-secret", default=None, metavar="FILE",
+                    help="a docker config.json with the credentials of --probe-image's "
+                         "registry (what `docker login` writes; default "
+                         "$KUBEPROBE_PROBE_IMAGE_PULL_SECRET): every pod running the probe "
+                         "image names a kubernetes.io/dockerconfigjson Secret made from it in "
+                         "its namespace (removed at the end of the run)")
     group.addoption("--node-access", default="auto", metavar="auto|direct|pod",
                     help="how planting attacks reach a node: auto (default: the target's own "
                          "access, local on the lab, docker exec on kind; else, with "
@@ -171,6 +177,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "credentials (REGISTRY-01)")
     group.addoption("--registry-ca", type=Path, default=None, metavar="FILE",
                     help="CA bundle for the private registry's TLS (default: system trust)")
+    group.addoption("--registry-exempt-namespaces", default=None, metavar="NS,...",
+                    help="namespaces the cluster's image-signature admission leaves alone by "
+                         "design (its own, the detector's): REGISTRY-02..05 do not sweep them, "
+                         "said in their evidence (the lab names its own)")
     for option, (_, what) in _supply_chain_options().items():
         group.addoption(option, default=None, metavar="REF",
                         help=f"{what} (REGISTRY-02..05; without it the control SKIPs)")
@@ -457,8 +467,34 @@ def _supply_chain(config: pytest.Config, target):
     images = _supply_chain_images(config)
     if config.getoption("registry_image") or any(images.values()):
         return supplychain.from_options(config.getoption("registry_image"),
-                                        config.getoption("registry_ca"), images)
+                                        config.getoption("registry_ca"), images,
+                                        _registry_exempt(config.getoption(
+                                            "registry_exempt_namespaces")))
     return supplychain.from_lab(getattr(target, "registry", None))
+
+
+def _registry_exempt(option: str | None) -> tuple[str, ...]:
+    return tuple(n.strip() for n in (option or "").split(",") if n.strip())
+
+
+PULL_SECRET_KEY = pytest.StashKey[bytes]()  # --probe-image-pull-secret's content, checked
+
+
+def _probe_image_pull_secret(config: pytest.Config) -> None:
+    """--probe-image-pull-secret FILE (else $KUBEPROBE_PROBE_IMAGE_PULL_SECRET): a docker
+    config.json with `auths`, read now (one line and exit 2 when it is not; its content is
+    never shown) and kept for the run."""
+    from kubeprobe.workloads import PULL_SECRET_ENV, read_docker_config
+    path, where = config.option.probe_image_pull_secret, "--probe-image-pull-secret"
+    if path is None and os.environ.get(PULL_SECRET_ENV):
+        path, where = os.environ[PULL_SECRET_ENV], f"${PULL_SECRET_ENV}"
+    if path is None:
+        return
+    content, why = read_docker_config(path)
+    if content is None:
+        _cannot_run(f"{where} {path}: {why}")
+    config.option.probe_image_pull_secret = path
+    config.stash[PULL_SECRET_KEY] = content
 
 
 def _validate_options(config: pytest.Config) -> None:
@@ -489,6 +525,7 @@ def _validate_options(config: pytest.Config) -> None:
     if opt.audit_webhook is not None and opt.audit_log is not None:
         _cannot_run("--audit-log and --audit-webhook: give one audit source (the webhook "
                     "receiver, or a log file the runner can read)")
+    _probe_image_pull_secret(config)
     if opt.node_access not in ("auto", "direct", "pod"):
         _cannot_run(f"--node-access {opt.node_access!r}: one of auto, direct, pod")
     if not DNS_LABEL.match(opt.node_access_namespace or ""):
@@ -497,6 +534,10 @@ def _validate_options(config: pytest.Config) -> None:
     if not DNS_LABEL.match(opt.falco_namespace or ""):
         _cannot_run(f"--falco-namespace {opt.falco_namespace!r}: not a namespace name "
                     f"(lowercase letters, digits and '-')")
+    for name in _registry_exempt(opt.registry_exempt_namespaces):
+        if not DNS_LABEL.match(name):
+            _cannot_run(f"--registry-exempt-namespaces {opt.registry_exempt_namespaces!r}: "
+                        f"{name!r} is not a namespace name")
     from kubeprobe.supplychain import check_options
     bad = check_options(opt.registry_image, opt.registry_ca, _supply_chain_images(config))
     if bad:
@@ -629,6 +670,7 @@ def kubeprobe_suite(request: pytest.FixtureRequest, kubeprobe_target):
                   intrusive=config.getoption("intrusive"),
                   pod_transport_factory=_pod_transport_factory(),
                   probe_image=_probe_image(config, kubeprobe_target),
+                  probe_image_pull_secret=_pull_secret(config, kubeprobe_target),
                   node_access=config.getoption("node_access"),
                   node_access_namespace=config.getoption("node_access_namespace"),
                   falco_namespace=config.getoption("falco_namespace"),
@@ -770,6 +812,15 @@ def _probe_image(config: pytest.Config, target) -> str | None:
     pinned = [r for r in target.images if r.startswith(AGENT_REPOSITORY + "@sha256:")]
     tagged = [r for r in target.images if r.endswith(agent_image_ref().split("/", 1)[1])]
     return (pinned or tagged or [None])[0]
+
+
+def _pull_secret(config: pytest.Config, target):
+    """The run's ProbeImagePullSecret from the checked --probe-image-pull-secret, or None."""
+    content = config.stash.get(PULL_SECRET_KEY, None)
+    if content is None:
+        return None
+    from kubeprobe.workloads import ProbeImagePullSecret
+    return ProbeImagePullSecret(content, config.option.probe_image_pull_secret, target.run_id)
 
 
 def _pod_transport_factory():

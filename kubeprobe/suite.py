@@ -179,6 +179,8 @@ class Suite:
     intrusive: bool = False
     pod_transport_factory: Callable[["Suite"], Transport] | None = None
     probe_image: str | None = None
+    # --probe-image-pull-secret (kubeprobe.workloads.ProbeImagePullSecret), or None.
+    probe_image_pull_secret: Any = None
     # How planting attacks reach a node: auto (the target's own access, else a privileged
     # pod on intrusive runs with a probe image), direct (the target's only), pod (always
     # the privileged pod), in this namespace.
@@ -533,6 +535,13 @@ class Suite:
         finally:
             pool.shutdown()
 
+    def probe_image_pod_spec(self, namespace: str) -> dict[str, Any]:
+        """What every pod running the probe image in `namespace` adds to its spec: the run's
+        pull Secret (made there once, a run-wide journalled creation), or nothing."""
+        from kubeprobe.workloads import probe_image_pod_spec
+        return probe_image_pod_spec(self.probe_image_pull_secret, self.kube, namespace,
+                                    self.defer_undo)
+
     def node_pod_access(self):
         """The privileged-pod route to a node (kubeprobe.nodepod), or None: it needs an
         intrusive run (kind and the lab are always) and a probe image to run."""
@@ -541,7 +550,10 @@ class Suite:
             return None
         if self.target.kind == "existing" and not self.intrusive:
             return None
-        return NodePodAccess(self.node_access_namespace, self.probe_image)
+        secret = self.probe_image_pull_secret
+        return NodePodAccess(self.node_access_namespace, self.probe_image,
+                             self.probe_image_pod_spec if secret is not None else None,
+                             secret.name if secret is not None else "")
 
     def _attack_endpoint(self, control: Control, attack, endpoint: Endpoint,
                          transport: Transport | None, expected: Expectation) -> EndpointResult:
@@ -557,6 +569,9 @@ class Suite:
                             workload_namespace=self.namespace.ensure,
                             connect_timeout=self.connect_timeout,
                             read_timeout=self.read_timeout, probe_image=self.probe_image,
+                            probe_image_pull=(self.probe_image_pod_spec
+                                              if self.probe_image_pull_secret is not None
+                                              else None),
                             node_host=(None if self.node_access == "pod"
                                        else self.target.node_host),
                             node_pod=self.node_pod_access(),
@@ -566,6 +581,8 @@ class Suite:
                             trusted_image=self.trusted_image,
                             supply_chain=self.supply_chain, stopping=self._stopping,
                             journal=self.journal)
+        if getattr(transport, "image_note", None):
+            ctx.note(transport.image_note)   # the vantage pod's image came with a pull secret
         skip_reason = None
         since = datetime.now(timezone.utc)
         try:

@@ -140,11 +140,14 @@ def from_lab(registry_state: dict | None) -> SupplyChain | None:
 
 
 def from_options(registry_image: str | None, registry_ca: Path | None,
-                 images: dict[str, str | None]) -> SupplyChain:
-    """Options on the command line (already validated by `check_options`)."""
+                 images: dict[str, str | None],
+                 exempt_namespaces: tuple[str, ...] = ()) -> SupplyChain:
+    """Options on the command line (already validated by `check_options`);
+    --registry-exempt-namespaces as the lab's exemptions."""
     return SupplyChain("options", registry_image=registry_image,
                        registry_ca=str(registry_ca) if registry_ca else None,
-                       images={k: v for k, v in images.items() if v})
+                       images={k: v for k, v in images.items() if v},
+                       exempt_namespaces=tuple(exempt_namespaces))
 
 
 def check_options(registry_image: str | None, registry_ca: Path | None,

@@ -3,14 +3,19 @@ record (journal and deletion) registered before creation, and every API refusal 
 by kubeprobe.apiwire."""
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from kubeprobe.apiwire import classify_api_error
-from kubeprobe.context import RUN_ID_LABEL, AttackContext
+from kubeprobe.context import RUN_ID_LABEL, AttackContext, Unavailable
 from kubeprobe.journal import ObjectRef
 from kubeprobe.outcome import Observation
 from kubeprobe.waiting import wait_for
@@ -117,3 +122,81 @@ def wait_for_pod(ctx: AttackContext, namespace: str, name: str, phases: tuple[st
                         interval_s=0.5)
     except TimeoutError:
         return None
+
+
+# --- the probe image's pull secret (--probe-image-pull-secret) -----------------------------
+
+PULL_SECRET_ENV = "KUBEPROBE_PROBE_IMAGE_PULL_SECRET"
+
+
+def read_docker_config(path: str | Path) -> tuple[bytes | None, str | None]:
+    """(the file's bytes, None) when `path` is a docker config.json with an `auths` object
+    (what `docker login` writes), else (None, why) in one line that never shows the content."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        return None, f"cannot be read ({exc.strerror or type(exc).__name__})"
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None, "is not JSON (a docker config.json, as `docker login` writes it)"
+    if not isinstance(doc, dict) or not isinstance(doc.get("auths"), dict) or not doc["auths"]:
+        return None, ("has no `auths` object naming a registry (a docker config.json, as "
+                      "`docker login` writes it)")
+    return raw, None
+
+
+@dataclass
+class ProbeImagePullSecret:
+    """A `kubernetes.io/dockerconfigjson` Secret, made from --probe-image-pull-secret, in
+    each namespace where the run starts a pod with the probe image: once per namespace per
+    run (controls run concurrently: a lock), its undo record registered through `defer_undo`
+    (the suite's run-wide journalled cleanup) before it is created, labelled with the run id
+    (what `kubeprobe sweep` finds). The content is never logged, only the Secret's name."""
+    config: bytes = field(repr=False)
+    source: str
+    run_id: str
+    _made: set = field(default_factory=set, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def name(self) -> str:
+        return f"kp-pull-{self.run_id}"[:63].rstrip("-")
+
+    def manifest(self, namespace: str) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+                "metadata": {"name": self.name, "namespace": namespace,
+                             "labels": {RUN_ID_LABEL: self.run_id,
+                                        "kubeprobe.io/role": "probe-image-pull"}},
+                "data": {".dockerconfigjson": base64.b64encode(self.config).decode()}}
+
+    def describe(self, namespace: str) -> str:
+        return (f"the probe image is pulled with the pull secret {namespace}/{self.name} "
+                f"(from --probe-image-pull-secret)")
+
+    def ensure(self, kube, namespace: str, defer_undo: Callable[[Any], None]) -> str:
+        """The Secret's name in `namespace`, created on first use. Unavailable (one line,
+        no content) when the API server refuses it."""
+        with self._lock:
+            if namespace in self._made:
+                return self.name
+            defer_undo(ObjectRef("v1", "Secret", namespace, self.name))
+            try:
+                kube.core.create_namespaced_secret(namespace, self.manifest(namespace),
+                                                   _request_timeout=kube.timeout)
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise Unavailable(f"the probe image's pull secret {namespace}/{self.name} "
+                                      f"could not be created: {exc.status} {exc.reason}"
+                                      ) from None
+            self._made.add(namespace)
+            return self.name
+
+
+def probe_image_pod_spec(pull_secret: ProbeImagePullSecret | None, kube, namespace: str,
+                         defer_undo: Callable[[Any], None]) -> dict[str, Any]:
+    """What a pod that runs the probe image adds to its spec in `namespace`: its
+    imagePullSecrets when the run has one (the Secret made there first), else nothing."""
+    if pull_secret is None:
+        return {}
+    return {"imagePullSecrets": [{"name": pull_secret.ensure(kube, namespace, defer_undo)}]}

@@ -196,6 +196,8 @@ def test_controls_selection_matching_nothing(tmp_path):
     (["--falco-receiver", "0.0.0.0:70000"], "--falco-receiver '0.0.0.0:70000': expected HOST:PORT"),
     (["--falco-receiver", "host:port"], "--falco-receiver 'host:port': expected HOST:PORT"),
     (["--falco-namespace", "Falco_NS"], "--falco-namespace 'Falco_NS': not a namespace name"),
+    (["--registry-exempt-namespaces", "cosign-system,Bad_NS"],
+     "--registry-exempt-namespaces 'cosign-system,Bad_NS': 'Bad_NS' is not a namespace name"),
     (["--run-id", "Nightly_1"], "--run-id 'Nightly_1': must be DNS-safe"),
     (["--run-id", "a" * 27], "at most 26 characters"),
     (["--controls", "ETCD-99,NOPE-*"], "--controls 'ETCD-99,NOPE-*' matches no control"),
@@ -455,3 +457,37 @@ def standin_suite(api: StandInApiServer, catalog, tmp_path: Path) -> Suite:
     kube = Kube.connect(kubeconfig, None, connect_timeout=3.0)
     target = Target("existing", kubeconfig, None, "the stand-in API server")
     return Suite(catalog=catalog, target=target, kube=kube, run_id="standin")
+
+
+SECRET_PASSWORD = "s3cret-never-shown"
+
+
+@pytest.mark.parametrize("content, expected", [
+    (None, "cannot be read (No such file or directory)"),
+    ('{"auths": {"r.example": {"auth": "' + SECRET_PASSWORD + '"', "is not JSON"),
+    ('{"credsStore": "' + SECRET_PASSWORD + '"}', "has no `auths` object"),
+    ('{"auths": {}}', "has no `auths` object"),
+    ('["' + SECRET_PASSWORD + '"]', "has no `auths` object"),
+], ids=["missing", "not-json", "no-auths", "empty-auths", "not-an-object"])
+@pytest.mark.parametrize("through", ["option", "env"])
+def test_bad_probe_image_pull_secret(tmp_path, content, expected, through):
+    """--probe-image-pull-secret (or $KUBEPROBE_PROBE_IMAGE_PULL_SECRET) is checked before
+    anything runs: one line naming the file and exit 2, its content never shown."""
+    path = tmp_path / "config.json"
+    if content is not None:
+        path.write_text(content)
+    if through == "option":
+        done = run_suite(tmp_path, "--probe-image-pull-secret", str(path))
+        where = "--probe-image-pull-secret"
+    else:
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(REPO),
+               "KUBEPROBE_PROBE_IMAGE_PULL_SECRET": str(path)}
+        started = time.monotonic()
+        done = subprocess.run([sys.executable, "-m", "pytest", str(REPO / "suites"), "-q",
+                               "--reports-dir", str(tmp_path / "reports")],
+                              capture_output=True, text=True, timeout=180, cwd=REPO, env=env)
+        done.elapsed = time.monotonic() - started
+        where = "$KUBEPROBE_PROBE_IMAGE_PULL_SECRET"
+    line = assert_one_clear_line(done, f"{where} {path}: {expected}", max_s=60)
+    assert SECRET_PASSWORD not in done.stdout + done.stderr, line
+    assert not (tmp_path / "reports" / "report.html").exists()

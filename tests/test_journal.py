@@ -109,7 +109,7 @@ def test_killed_run_torn_line_and_foreign_records_are_not_acted_on(tmp_path):
      "through a pod: image"),
     ({"type": "file", "node": "n", "nodeAccess": "local://", "containerId": "cd" * 32,
       "path": ROOTFS + "/tmp/kubeprobe-0a1b2c3d"}, "not a path kubeprobe plants"),
-    ({"type": "object", "apiVersion": "v1", "kind": "Secret", "namespace": "a", "name": "b"},
+    ({"type": "object", "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "namespace": "a", "name": "b"},
      "not a kind kubeprobe creates"),
     ({"type": "object", "apiVersion": "v1", "kind": "Node", "namespace": "a", "name": "b"},
      "cluster-scoped"),

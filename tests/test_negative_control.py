@@ -268,3 +268,34 @@ def test_each_lab_ran_the_newest_supported_kubernetes_and_says_how_its_nodes_run
     expected = ("cgroup v1 (deprecated; allowed by the kubelet's failCgroupV1: false)" if host_v1
                 else "cgroup v2")
     assert env["Node cgroups"].startswith(expected), env["Node cgroups"]
+
+
+# Planting through a privileged pod on the node: what the intrusive existing-cluster run
+# reaches the lab's components with (--node-access pod).
+NODE_POD_RUNTIME = ["RUNTIME-07", "RUNTIME-08", "RUNTIME-10", "RUNTIME-11"]
+
+
+def test_intrusive_existing_cluster_with_published_probe_image_and_pull_secret():
+    """Issue 15: the hardened lab used only through its kubeconfig, --intrusive, the probe
+    image published to its registry (which refuses anonymous pulls) and pulled with
+    --probe-image-pull-secret: no control SKIPs, every block-type control PASSes, the
+    run-time attacks ran (through the privileged node-access pod), the pull secret is named
+    in the evidence, and no object with the run's label is left on the cluster."""
+    root = Path(ROOT) / "hardened-existing-intrusive"
+    document = json.loads((root / "results.json").read_text())
+    rows = {c["id"]: c for c in document["controls"]}
+    assert {i for i, r in rows.items() if r["verdict"] == "SKIP"} == set()
+    assert {i: rows[i]["reason"] for i in BLOCK_TYPE if rows[i]["verdict"] != "PASS"} == {}
+    for control_id in NODE_POD_RUNTIME:
+        row = rows[control_id]
+        assert row["observed"] and row["observed"] != "SKIPPED", row
+        text = json.dumps(row["endpoints"])
+        assert "privileged pod falco/" in text and "pulled with the pull secret falco/" in text, row
+    for control_id in ("RUNTIME-06", "RUNTIME-12", "RUNTIME-13"):
+        assert "pulled with the pull secret" in json.dumps(rows[control_id]["endpoints"]), \
+            rows[control_id]
+    # `kubectl get <kinds> -A -l kubeprobe.io/run-id=<run> -o name` after the run's namespace
+    # went: nothing (or "No resources found"); an error line fails too.
+    leftovers = [line for line in (root / "leftovers.txt").read_text().splitlines()
+                 if line.strip() and not line.startswith("No resources found")]
+    assert leftovers == [], leftovers

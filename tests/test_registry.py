@@ -212,3 +212,12 @@ def test_publish_without_credentials_fails_in_one_line(registries, tmp_path, mon
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 1 and lines[-1].startswith("kubeprobe: image publish failed:")
     assert "401" in lines[-1] and done.stdout == ""
+
+
+def test_exempt_namespaces_from_options_are_kept_like_the_labs():
+    """--registry-exempt-namespaces: the operator's word that the signature webhook leaves
+    these alone by design, the same field the lab fills from its own state."""
+    chain = supplychain.from_options(None, None, {"unsigned": "r.example/a:1"},
+                                     ("cosign-system", "falco"))
+    assert chain.exempt_namespaces == ("cosign-system", "falco") and chain.source == "options"
+    assert supplychain.from_options(None, None, {}).exempt_namespaces == ()
