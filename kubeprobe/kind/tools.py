@@ -19,7 +19,8 @@
 
 Each lands in ${XDG_CACHE_HOME:-~/.cache}/kubeprobe/tools/<name>-<version>/ with a
 build.stamp.json (module, version, seconds, go). Builds share the lab's GOMODCACHE (gomod/) and
-GOCACHE (gobuild/), run one package at a time (`-p 1`) under `nice`, GOTOOLCHAIN=local. A second
+GOCACHE (gobuild/), under `nice` with go's default parallelism (on a fresh CI machine the builds
+own the cores), GOTOOLCHAIN=local. A second
 call finds the stamp and builds nothing.
 """
 from __future__ import annotations
@@ -144,7 +145,7 @@ def _ensure_locked(tool: GoTool, log) -> Path:
     tool.dir.mkdir(parents=True, exist_ok=True)
     log(f"building {tool.name} {tool.version} from {tool.module}")
     started = time.monotonic()
-    flags = ["-p", "1", "-trimpath", "-ldflags", tool.ldflags]
+    flags = ["-trimpath", "-ldflags", tool.ldflags]  # go's default -p: every core of a CI machine
     if tool.tags:
         flags += ["-tags", tool.tags]
     if tool.how == "install":

@@ -4,8 +4,8 @@
 
 Like tests/tools.py builds actionlint: `GOTOOLCHAIN=local go install MODULE/PKG@VERSION`
 into ${XDG_CACHE_HOME:-~/.cache}/kubeprobe/tools/<name>-<version>/, sharing the lab's module
-and build caches (gomod/, gobuild/), CGO_ENABLED=0, `-p 1` under `nice` (the machine's cores
-are shared). A stamp (build.stamp.json) records the version and the cold build's seconds; a
+and build caches (gomod/, gobuild/), CGO_ENABLED=0, under `nice` with go's default
+parallelism (on a fresh CI machine the builds own the cores). A stamp (build.stamp.json) records the version and the cold build's seconds; a
 second call finds the binary and builds nothing.
 """
 from __future__ import annotations
@@ -83,7 +83,7 @@ def ensure(tool: GoTool, log=lambda line: None) -> Path:
     if tool.wrapper:
         done = _build_in_wrapper(tool, env)
     else:
-        command = ["nice", "go", "install", "-p", "1", "-trimpath"]
+        command = ["nice", "go", "install", "-trimpath"]
         if tool.tags:
             command += ["-tags", tool.tags]
         command.append(f"{tool.package}@{tool.version}")
@@ -129,7 +129,7 @@ def _build_in_wrapper(tool: GoTool, env: dict) -> subprocess.CompletedProcess:
     # `go build -mod=mod` adds only what is missing (the module itself).
     shutil.copyfile(Path(module["Dir"]) / "go.sum", work / "go.sum")
     (work / "go.sum").chmod(0o644)
-    return subprocess.run(["nice", "go", "build", "-mod=mod", "-p", "1", "-trimpath", "-o",
+    return subprocess.run(["nice", "go", "build", "-mod=mod", "-trimpath", "-o",
                            str(tool.binary), tool.package], env=env, cwd=work,
                           capture_output=True, text=True, timeout=3600)
 
