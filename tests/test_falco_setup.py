@@ -27,6 +27,7 @@ def test_rules_hashes_are_the_files_sha256():
 
 def test_install_without_helm_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # nor kubeprobe's own helm build
     with pytest.raises(falco.FalcoInstallError, match="^helm is not installed$"):
         falco.install(tmp_path / "kubeconfig", tmp_path)
 
