@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -79,20 +78,13 @@ class RegistryInfo:
 
 
 def htpasswd_line(username: str, password: str) -> str:
-    """A bcrypt htpasswd line (distribution takes only bcrypt), from the C library's crypt(3)
-    through Python's `crypt` (deprecated since 3.11, removed in 3.13: then say so)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            import crypt
-        except ImportError:
-            raise RegistryLabError("this Python has no crypt module (3.13+): the lab registry's "
-                                   "htpasswd needs bcrypt") from None
-        # cost 8: the password is 24 random URL-safe characters, nothing to stretch; the
-        # registry checks it on every request.
-        hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=2 ** 8))
-    if not hashed or not hashed.startswith("$2"):
-        raise RegistryLabError("this Python's crypt cannot make bcrypt hashes for htpasswd")
+    """A bcrypt htpasswd line: distribution's htpasswd access controller takes only bcrypt
+    (registry/auth/htpasswd: bcrypt.CompareHashAndPassword)."""
+    import bcrypt
+
+    # cost 8: the password is 24 random URL-safe characters, nothing to stretch; the
+    # registry checks it on every request.
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=8)).decode()
     return f"{username}:{hashed}\n"
 
 
