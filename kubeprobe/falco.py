@@ -49,7 +49,7 @@ def install(kubeconfig: Path, workdir: Path, timeout_s: int = 600) -> str:
     helm = shutil.which("helm")
     if helm is None:  # kubeprobe's own build (`kubeprobe kind tools`, helm.sh/helm/v3)
         from kubeprobe.kind import tools
-        helm = str(tools.HELM.binary()) if tools.stamp(tools.HELM) else None
+        helm = str(tools.HELM.binary) if tools.stamp(tools.HELM) else None
     if helm is None:
         raise FalcoInstallError("helm is not installed")
     values = workdir / "falco-values.yaml"

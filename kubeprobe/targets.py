@@ -97,7 +97,7 @@ def kind_cli() -> str | None:
     if found:
         return found
     from kubeprobe.kind import tools
-    return str(tools.KIND.binary()) if tools.stamp(tools.KIND) else None
+    return str(tools.KIND.binary) if tools.stamp(tools.KIND) else None
 
 
 def kind_available() -> str | None:

@@ -6,78 +6,26 @@ wheelhouse: the wheels of kubeprobe's dependencies and of its build backend, fet
 `pip download` into ${XDG_CACHE_HOME:-~/.cache}/kubeprobe/wheelhouse/, so the wheel self-test
 builds and installs kubeprobe in a fresh venv with `--no-index` (nothing from the network).
 
-actionlint (github.com/rhysd/actionlint) lints the example GitHub workflow. It is built with
-`GOTOOLCHAIN=local go install` into ${XDG_CACHE_HOME:-~/.cache}/kubeprobe/tools/, sharing the
-lab's module and build caches (gomod/, gobuild/); a stamp records the build's time. A second
-call finds the binary and builds nothing.
+actionlint (github.com/rhysd/actionlint) lints the example GitHub workflow; kubeprobe/gotools.py
+builds it from its Go module once, cached beside the lab's and kind's tools.
 """
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from kubeprobe.lab.build import cache_root
+from kubeprobe.gotools import GoTool, ToolUnavailable, ensure, report
+from kubeprobe.gotools import cache_root
 
-ACTIONLINT_MODULE = "github.com/rhysd/actionlint"
-ACTIONLINT_VERSION = "v1.7.12"
-
-
-class ToolUnavailable(RuntimeError):
-    """One line: why the tool cannot be had here (no Go, the build failed)."""
-
-
-def tools_dir() -> Path:
-    return cache_root() / "tools"
-
-
-def actionlint_dir() -> Path:
-    return tools_dir() / f"actionlint-{ACTIONLINT_VERSION}"
-
-
-def actionlint_stamp() -> dict | None:
-    """What the cached build recorded (version, seconds), or None when it is not built."""
-    try:
-        stamp = json.loads((actionlint_dir() / "build.stamp.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return stamp if (actionlint_dir() / "actionlint").is_file() else None
+ACTIONLINT = GoTool("actionlint", "github.com/rhysd/actionlint", "v1.7.12",
+                    ("github.com/rhysd/actionlint/cmd/actionlint",))
 
 
 def ensure_actionlint(log=lambda line: None) -> Path:
     """The cached actionlint binary, built from its Go module the first time."""
-    binary = actionlint_dir() / "actionlint"
-    if actionlint_stamp() is not None:
-        return binary
-    if shutil.which("go") is None:
-        raise ToolUnavailable("go is not installed: actionlint cannot be built")
-    cache = cache_root()
-    env = {**os.environ, "GOTOOLCHAIN": "local", "CGO_ENABLED": "0",
-           "GOMODCACHE": str(cache / "gomod"), "GOCACHE": str(cache / "gobuild"),
-           "GOBIN": str(actionlint_dir()), "GOFLAGS": "-buildvcs=false"}
-    actionlint_dir().mkdir(parents=True, exist_ok=True)
-    log(f"building actionlint {ACTIONLINT_VERSION} from its Go module")
-    started = time.monotonic()
-    done = subprocess.run(["go", "install", f"{ACTIONLINT_MODULE}/cmd/actionlint@"
-                                            f"{ACTIONLINT_VERSION}"],
-                          env=env, cwd=actionlint_dir(), capture_output=True, text=True,
-                          timeout=1800)
-    if done.returncode != 0 or not binary.is_file():
-        raise ToolUnavailable(f"building actionlint {ACTIONLINT_VERSION} failed: "
-                              f"{done.stderr.strip()[-500:]}")
-    seconds = round(time.monotonic() - started, 1)
-    version = subprocess.run([str(binary), "-version"], capture_output=True, text=True)
-    (actionlint_dir() / "build.stamp.json").write_text(json.dumps(
-        {"module": ACTIONLINT_MODULE, "version": ACTIONLINT_VERSION, "seconds": seconds,
-         "go": subprocess.run(["go", "env", "GOVERSION"], capture_output=True,
-                              text=True).stdout.strip(),
-         "reports": version.stdout.strip().splitlines()[:1]}, indent=2) + "\n")
-    return binary
+    return ensure(ACTIONLINT, log)
 
 
 REPO = Path(__file__).resolve().parent.parent
@@ -116,15 +64,7 @@ def ensure_wheelhouse(log=lambda line: None) -> Path:
 
 def main() -> int:
     say = lambda line: print(f"[tools] {line}", flush=True)  # noqa: E731
-    failed = 0
-    try:
-        binary = ensure_actionlint(log=say)
-        stamp = actionlint_stamp() or {}
-        say(f"actionlint {ACTIONLINT_VERSION}: {binary} (built in {stamp.get('seconds', '?')} s "
-            f"with {stamp.get('go', '?')})")
-    except ToolUnavailable as exc:
-        say(str(exc))
-        failed += 1
+    failed = report([ACTIONLINT], say)
     try:
         wheelhouse = ensure_wheelhouse(log=say)
         say(f"wheelhouse: {wheelhouse} ({len(list(wheelhouse.glob('*.whl')))} wheels)")

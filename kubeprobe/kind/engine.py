@@ -89,8 +89,8 @@ def start(deadline_seconds: float = 90, log=lambda line: None) -> Engine:
         raise EngineError("the docker CLI is not installed (Debian: apt-get install docker-cli)")
     if shutil.which("containerd") is None:
         raise EngineError("containerd is not installed (Debian: apt-get install containerd)")
-    moby = tools.ensure(tools.MOBY, log)
-    runc = tools.ensure(tools.RUNC, log)
+    moby = tools.ensure(tools.MOBY, log).parent     # dockerd, docker-proxy
+    runc = tools.ensure(tools.RUNC, log).parent
     if SOCKET.exists() and answers(5) is None:
         SOCKET.unlink()                # a stale socket: nothing answered on it
     for d in (DATA_ROOT, EXEC_ROOT):

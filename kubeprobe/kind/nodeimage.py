@@ -34,7 +34,7 @@ from pathlib import Path
 from kubeprobe import images
 from kubeprobe.kind import tools
 from kubeprobe.lab import node_images
-from kubeprobe.lab.build import cache_root
+from kubeprobe.gotools import cache_root
 
 KIND_SRC_VERSION = tools.KIND.version
 # kind v0.33.0 pkg/build/nodeimage/const_cni.go and const_storage.go

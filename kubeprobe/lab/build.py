@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from kubeprobe.gotools import cache_root  # noqa: F401 (callers import it from here too)
 from kubeprobe import resources
 from kubeprobe.resources import data
 
@@ -87,11 +88,6 @@ class BuildPaths:
     @property
     def stamp(self) -> Path:
         return self.cache / f"k8s-{self.k8s_version}" / "build.stamp.json"
-
-
-def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "kubeprobe"
 
 
 def default_paths(version: str | None = None) -> BuildPaths:

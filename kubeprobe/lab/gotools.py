@@ -2,136 +2,26 @@
 
     kubeprobe lab tools [NAME ...]    build (or find) the tools; one line each
 
-Like tests/tools.py builds actionlint: `GOTOOLCHAIN=local go install MODULE/PKG@VERSION`
-into ${XDG_CACHE_HOME:-~/.cache}/kubeprobe/tools/<name>-<version>/, sharing the lab's module
-and build caches (gomod/, gobuild/), CGO_ENABLED=0, under `nice` with go's default
-parallelism (on a fresh CI machine the builds own the cores). A stamp (build.stamp.json) records the version and the cold build's seconds; a
-second call finds the binary and builds nothing.
+The builder, its cache and stamps are kubeprobe/gotools.py's, shared with kind's tools and the
+self-tests'.
 """
 from __future__ import annotations
 
-import json
-import os
-import re
-import shutil
-import subprocess
 import sys
-import time
-from dataclasses import dataclass
-from pathlib import Path
 
-from kubeprobe.lab.build import cache_root
-
-
-@dataclass(frozen=True)
-class GoTool:
-    name: str          # the binary's name
-    module: str        # the Go module
-    version: str
-    package: str       # the main package inside the module
-    tags: str = ""
-    # True when the module's go.mod has replace directives (`go install MOD@VERSION` refuses
-    # those): build through a generated wrapper module whose go.mod is upstream's, renamed,
-    # requiring the module itself (replaces only apply from the main module).
-    wrapper: bool = False
-
-    @property
-    def directory(self) -> Path:
-        return cache_root() / "tools" / f"{self.name}-{self.version}"
-
-    @property
-    def binary(self) -> Path:
-        return self.directory / self.name
-
+from kubeprobe.gotools import GoTool, ToolUnavailable, ensure, report, stamp  # noqa: F401
 
 REGISTRY = GoTool("registry", "github.com/distribution/distribution/v3", "v3.1.2",
-                  "github.com/distribution/distribution/v3/cmd/registry")
+                  ("github.com/distribution/distribution/v3/cmd/registry",))
 COSIGN = GoTool("cosign", "github.com/sigstore/cosign/v2", "v2.6.5",
-                "github.com/sigstore/cosign/v2/cmd/cosign")
+                ("github.com/sigstore/cosign/v2/cmd/cosign",))
+# the module's go.mod has replace directives: built through a wrapper module
 POLICY_CONTROLLER = GoTool("policy-controller", "github.com/sigstore/policy-controller",
-                           "v0.13.1", "github.com/sigstore/policy-controller/cmd/webhook",
-                           wrapper=True)
+                           "v0.13.1", ("github.com/sigstore/policy-controller/cmd/webhook",),
+                           how="wrapper", outputs={
+                               "github.com/sigstore/policy-controller/cmd/webhook":
+                               "policy-controller"})
 TOOLS = {t.name: t for t in (REGISTRY, COSIGN, POLICY_CONTROLLER)}
-
-
-class ToolUnavailable(RuntimeError):
-    """One line: why the tool cannot be had here (no Go, the build failed)."""
-
-
-def stamp(tool: GoTool) -> dict | None:
-    """What the cached build recorded, or None when it is not built."""
-    try:
-        data = json.loads((tool.directory / "build.stamp.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return data if tool.binary.is_file() and data.get("version") == tool.version else None
-
-
-def ensure(tool: GoTool, log=lambda line: None) -> Path:
-    """The cached binary of `tool`, built from its Go module the first time."""
-    if stamp(tool) is not None:
-        return tool.binary
-    if shutil.which("go") is None:
-        raise ToolUnavailable(f"go is not installed: {tool.name} cannot be built")
-    cache = cache_root()
-    tool.directory.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "GOTOOLCHAIN": "local", "CGO_ENABLED": "0",
-           "GOMODCACHE": str(cache / "gomod"), "GOCACHE": str(cache / "gobuild"),
-           "GOBIN": str(tool.directory), "GOFLAGS": "-buildvcs=false"}
-    log(f"building {tool.name} {tool.version} from {tool.module}")
-    started = time.monotonic()
-    if tool.wrapper:
-        done = _build_in_wrapper(tool, env)
-    else:
-        command = ["nice", "go", "install", "-trimpath"]
-        if tool.tags:
-            command += ["-tags", tool.tags]
-        command.append(f"{tool.package}@{tool.version}")
-        done = subprocess.run(command, env=env, cwd=tool.directory, capture_output=True,
-                              text=True, timeout=3600)
-    built = tool.directory / tool.package.rsplit("/", 1)[-1]
-    if done.returncode == 0 and built != tool.binary and built.is_file():
-        built.replace(tool.binary)
-    if done.returncode != 0 or not tool.binary.is_file():
-        raise ToolUnavailable(f"building {tool.name} {tool.version} failed: "
-                              f"{done.stderr.strip()[-500:]}")
-    seconds = round(time.monotonic() - started, 1)
-    (tool.directory / "build.stamp.json").write_text(json.dumps(
-        {"module": tool.module, "version": tool.version, "package": tool.package,
-         "seconds": seconds,
-         "go": subprocess.run(["go", "env", "GOVERSION"], capture_output=True,
-                              text=True).stdout.strip()}, indent=2) + "\n")
-    return tool.binary
-
-
-def wrapper_gomod(upstream: str, tool: GoTool) -> str:
-    """Upstream's go.mod (requires and replaces) as the wrapper's, plus the module itself."""
-    body = re.sub(r"^module\s+\S+", f"module kubeprobe.local/tools/{tool.name}", upstream,
-                  count=1, flags=re.M)
-    header = (f"// Generated by kubeprobe/lab/gotools.py from {tool.module} {tool.version}'s "
-              "go.mod. Do not edit.\n")
-    return (header + body.rstrip() + f"\n\nrequire {tool.module} {tool.version}\n\n"
-            f"tool {tool.package}\n")
-
-
-def _build_in_wrapper(tool: GoTool, env: dict) -> subprocess.CompletedProcess:
-    work = tool.directory / "wrapper"
-    work.mkdir(parents=True, exist_ok=True)
-    info = subprocess.run(["go", "mod", "download", "-json", f"{tool.module}@{tool.version}"],
-                          env=env, cwd=tool.directory, capture_output=True, text=True,
-                          timeout=1800)
-    if info.returncode != 0:
-        return info
-    module = json.loads(info.stdout)
-    (work / "go.mod").write_text(wrapper_gomod(Path(module["GoMod"]).read_text(), tool))
-    # Upstream's go.sum: the checksums its own build verified. `go mod tidy` would look up
-    # every test dependency's go.mod in the checksum database too (some answer 404 there);
-    # `go build -mod=mod` adds only what is missing (the module itself).
-    shutil.copyfile(Path(module["Dir"]) / "go.sum", work / "go.sum")
-    (work / "go.sum").chmod(0o644)
-    return subprocess.run(["nice", "go", "build", "-mod=mod", "-trimpath", "-o",
-                           str(tool.binary), tool.package], env=env, cwd=work,
-                          capture_output=True, text=True, timeout=3600)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,17 +32,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     say = lambda line: print(f"[gotools] {line}", flush=True)  # noqa: E731
-    failed = 0
-    for name in names:
-        tool = TOOLS[name]
-        try:
-            binary = ensure(tool, log=say)
-            say(f"{name} {tool.version}: {binary} (built in "
-                f"{(stamp(tool) or {}).get('seconds', '?')} s)")
-        except ToolUnavailable as exc:
-            say(str(exc))
-            failed += 1
-    return 1 if failed else 0
+    return 1 if report([TOOLS[n] for n in names], say) else 0
 
 
 if __name__ == "__main__":
