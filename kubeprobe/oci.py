@@ -253,11 +253,18 @@ class Registry:
                                 f"not {digest}")
         return digest
 
-    def get_manifest(self, repository: str, reference: str, anonymous: bool = False) -> Answer:
-        """The raw answer to GET /v2/<repo>/manifests/<ref> (status, headers, body)."""
+    def get_manifest(self, repository: str, reference: str, anonymous: bool = False,
+                     authorization: str | None = None) -> Answer:
+        """The raw answer to GET /v2/<repo>/manifests/<ref> (status, headers, body).
+        `authorization`: send this Authorization header as it is, once, answering no challenge
+        (a made-up credential, say)."""
+        headers = {"Accept": ACCEPT}
+        if authorization is not None:
+            headers["Authorization"] = authorization
+            anonymous = True
         return self.request("GET", f"/v2/{repository}/manifests/{reference}",
                             scope=f"repository:{repository}:pull", anonymous=anonymous,
-                            headers={"Accept": ACCEPT})
+                            headers=headers)
 
     def manifest_digest(self, repository: str, reference: str) -> str:
         answer = self._expect(self.get_manifest(repository, reference), (200,),

@@ -38,7 +38,21 @@ def registry_binary() -> Path:
     return gotools.REGISTRY.binary
 
 
-def start(directory: Path, authenticated: bool) -> RunningRegistry:
+# distribution's `silly` access controller: it challenges a request without an Authorization
+# header (Bearer, this realm) and grants any request that has one; "for testing", its source
+# says. It stands for a registry (or a front) that only checks that a credential is sent.
+SILLY_AUTH = """\
+auth:
+  silly:
+    realm: https://127.0.0.1:9/token
+    service: kubeprobe-selftest
+"""
+
+
+def start(directory: Path, authenticated: bool, silly: bool = False,
+          data: Path | None = None) -> RunningRegistry:
+    """`silly`: distribution's any-credential access controller instead (no credentials to
+    push with: give it `data`, another registry's storage, to serve what was pushed there)."""
     directory.mkdir(parents=True, exist_ok=True)
     ca = pki.CertificateAuthority.create("kubeprobe-selftest-registry-ca")
     server = ca.issue("registry", client=False, server=True, hosts=("127.0.0.1",))
@@ -51,9 +65,11 @@ def start(directory: Path, authenticated: bool) -> RunningRegistry:
         credentials = ("selftest", secrets.token_urlsafe(16))
         (directory / "htpasswd").write_text(registry.htpasswd_line(*credentials))
         auth = registry.AUTH.format(htpasswd=directory / "htpasswd")
+    elif silly:
+        auth = SILLY_AUTH
     port = free_port()
     (directory / "config.yml").write_text(registry.CONFIG.format(
-        profile="selftest", data=directory / "data", address=f"127.0.0.1:{port}",
+        profile="selftest", data=data or directory / "data", address=f"127.0.0.1:{port}",
         secret=secrets.token_hex(8), cert=directory / "tls.crt", key=directory / "tls.key",
         auth=auth))
     log = directory / "registry.log"
@@ -69,7 +85,8 @@ def start(directory: Path, authenticated: bool) -> RunningRegistry:
         if process.poll() is not None:
             raise RuntimeError(f"registry exited: {log.read_text()[-500:]}")
         try:
-            return probe.ping().status in (200, 401)
+            # its own answer, no challenge followed (silly's realm is nowhere)
+            return probe.request("GET", "/v2/", scope="", anonymous=True).status in (200, 401)
         except oci.RegistryError:
             return False
     wait_for(answers, 20, "the self-test registry", interval_s=0.05)

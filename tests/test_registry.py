@@ -1,7 +1,8 @@
 """The private-registry control (REGISTRY-01), kubeprobe's OCI push client and the
 supply-chain options, against a real distribution registry (v3.1.2, built from its Go module):
 one with htpasswd authentication and TLS from a throwaway CA, one anonymous, both configured
-the way the lab configures its own (kubeprobe/lab/registry.py).
+the way the lab configures its own (kubeprobe/lab/registry.py), and one with distribution's
+`silly` access controller (any credential is taken) over the anonymous one's storage.
 
 The signature and scan controls (REGISTRY-02..05) need an admission webhook: the lab proves
 them (tests/test_registry_lab.py, and the negative control on the hardened/weak/decoy labs).
@@ -31,6 +32,9 @@ def registries(tmp_path_factory):
                                 base / "image.tar", entrypoint=["/hello"])
         for running in started.values():
             running.digest = running.client().push_archive(tar, "kubeprobe/selftest", "1")
+        started["silly"] = registryserver.start(base / "silly", authenticated=False, silly=True,
+                                                data=base / "anonymous" / "data")
+        started["silly"].digest = started["anonymous"].digest
         yield started
     finally:
         for running in started.values():
@@ -79,6 +83,30 @@ def test_anonymous_pull_from_an_open_registry_succeeds(make_ctx, registries):
     assert seen.outcome is Outcome.SUCCEEDED
     assert seen.evidence["anonymous answer"]["status"] == 200
     assert running.digest in seen.summary
+
+
+def test_a_registry_that_takes_any_credential_fails_despite_its_challenge(make_ctx, registries):
+    running = registries["silly"]
+    anonymous = running.client(anonymous=True).get_manifest("kubeprobe/selftest", running.digest,
+                                                            anonymous=True)
+    assert anonymous.status == 401
+    assert anonymous.headers["www-authenticate"].startswith("Bearer realm=")
+    ctx = make_ctx(control_id="REGISTRY-01", supply_chain=chain_for(running, credentials=False))
+    seen = registry_anonymous_pull.run(ctx, endpoint("registry", 0))
+    assert seen.outcome is Outcome.SUCCEEDED, seen.summary
+    assert seen.evidence["anonymous answer"]["status"] == 401
+    forged = seen.evidence["made-up credentials answer"]
+    assert forged["status"] == 200 and forged["docker-content-digest"] == running.digest
+    assert f"kubeprobe-{ctx.nonce}" in seen.summary and "takes any credential" in seen.summary
+
+
+def test_made_up_credentials_are_refused_by_htpasswd_and_said_in_the_evidence(make_ctx,
+                                                                              registries):
+    ctx = make_ctx(control_id="REGISTRY-01", supply_chain=chain_for(registries["htpasswd"]))
+    seen = registry_anonymous_pull.run(ctx, endpoint("registry", 0))
+    assert seen.outcome is Outcome.BLOCKED
+    assert seen.evidence["made-up credentials answer"]["status"] == 401
+    assert "made-up credentials HTTP 401" in seen.summary
 
 
 def test_without_credentials_the_challenge_stands_alone_and_says_so(make_ctx, registries,
