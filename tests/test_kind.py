@@ -91,3 +91,74 @@ def test_our_dockerd_is_never_mistaken_for_a_foreign_process(tmp_path, monkeypat
     (tmp_path / "dockerd.pid").write_text(str(os.getpid()))   # a live pid that is not dockerd
     assert engine.our_pid() is None
     assert engine.stop() is False
+
+
+def kubeadm_corefile_plugins(version: str) -> set[str]:
+    """The plugins in the Corefile the lab's kubeadm writes (its source in the module cache)."""
+    manifests = (nodeimage.cache_root() / "gomod" / f"k8s.io/kubernetes@{version}" /
+                 "cmd/kubeadm/app/phases/addons/dns/manifests.go")
+    if not manifests.is_file():
+        pytest.skip(f"kubeadm's source is not downloaded ({manifests}): `kubeprobe lab build`")
+    body = manifests.read_text().split("Corefile: |", 1)[1].split("`", 1)[0]
+    return {line.split()[0] for line in body.splitlines()
+            if line.startswith(" " * 8) and not line.startswith(" " * 9)
+            and line.split()[0][0].isalpha()}
+
+
+def test_the_node_images_coredns_has_every_plugin_kubeadms_corefile_uses():
+    from kubeprobe.lab.build import DEFAULT_VERSION
+    if tools.stamp(tools.COREDNS) is None:
+        pytest.fail("coredns is not built: `kubeprobe kind image` (.ci/install) builds it")
+    wanted = kubeadm_corefile_plugins(DEFAULT_VERSION)
+    assert {"kubernetes", "forward", "cache", "prometheus", "health", "ready"} <= wanted
+    listed = subprocess.run([str(tools.COREDNS.binary), "-plugins"], capture_output=True,
+                            text=True, check=True).stdout
+    # `-plugins` prints one registered plugin (directive) name a line
+    have = {line.strip() for line in listed.splitlines() if line.strip()}
+    assert wanted <= have, (wanted, have)
+    assert "route53" not in have           # the cloud backends are left out on purpose
+
+
+def test_the_node_images_coredns_serves_kubeadms_corefile_without_the_api(tmp_path):
+    """kubeadm's Corefile minus the kubernetes block (it needs an API server): the server
+    starts, and health and metrics answer on their ports."""
+    from tests.realetcd import free_port
+    from kubeprobe.waiting import wait_for
+    import requests
+    if tools.stamp(tools.COREDNS) is None:
+        pytest.fail("coredns is not built: `kubeprobe kind image` (.ci/install) builds it")
+    dns, health, metrics = free_port(), free_port(), free_port()
+    (tmp_path / "resolv.conf").write_text("nameserver 127.0.0.1\n")
+    (tmp_path / "Corefile").write_text(f""".:{dns} {{
+    bind 127.0.0.1
+    errors
+    health 127.0.0.1:{health} {{
+       lameduck 1s
+    }}
+    ready 127.0.0.1:{free_port()}
+    prometheus 127.0.0.1:{metrics}
+    forward . {tmp_path / 'resolv.conf'} {{
+       max_concurrent 1000
+    }}
+    cache 30
+    loop
+    reload
+    loadbalance
+}}
+""")
+    server = subprocess.Popen([str(tools.COREDNS.binary), "-conf", str(tmp_path / "Corefile")],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        def healthy():
+            if server.poll() is not None:
+                raise AssertionError(f"coredns exited: {server.stdout.read()[-800:]}")
+            try:
+                return requests.get(f"http://127.0.0.1:{health}/health", timeout=2).text == "OK"
+            except requests.ConnectionError:
+                return False
+        wait_for(healthy, 30, "coredns's health endpoint", interval_s=0.1)
+        scraped = requests.get(f"http://127.0.0.1:{metrics}/metrics", timeout=5).text
+        assert "coredns_build_info" in scraped and 'version="1.14.6"' in scraped
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
