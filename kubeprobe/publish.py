@@ -89,7 +89,7 @@ def sign(reference: str, key: Path, creds: tuple[str, str] | None, host: str,
     """cosign sign --key KEY --tlog-upload=false REF (offline), with the registry's
     credentials in a private docker config and its CA as the only trust when given."""
     from kubeprobe.lab import gotools
-    cosign = gotools.ensure(gotools.COSIGN)
+    cosign = gotools.cosign()
     with tempfile.TemporaryDirectory(prefix="kubeprobe-cosign-") as tmp:
         auths = {}
         if creds:

@@ -116,7 +116,7 @@ def sign_samples(info: RegistryInfo, pause_binary: Path, work: Path,
     """Push, sign and attest the samples; returns {"images": {name: ref by name},
     "lab_public_key": PEM, "foreign_public_key": PEM}."""
     try:
-        cosign = Cosign(gotools.ensure(gotools.COSIGN, log=log), work / "cosign", info)
+        cosign = Cosign(gotools.cosign(log=log), work / "cosign", info)
     except gotools.ToolUnavailable as exc:
         raise RegistryLabError(str(exc)) from None
     keys = {"lab": cosign.key_pair("lab"), "foreign": cosign.key_pair("foreign")}
