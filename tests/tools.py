@@ -16,8 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kubeprobe.gotools import GoTool, ToolUnavailable, ensure, report
-from kubeprobe.gotools import cache_root
+from kubeprobe.gotools import GoTool, ToolUnavailable, cache_root, ensure, report
 
 ACTIONLINT = GoTool("actionlint", "github.com/rhysd/actionlint", "v1.7.12",
                     ("github.com/rhysd/actionlint/cmd/actionlint",))

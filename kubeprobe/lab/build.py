@@ -33,8 +33,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from kubeprobe.gotools import cache_root  # noqa: F401 (callers import it from here too)
 from kubeprobe import resources
+from kubeprobe.gotools import cache_root  # noqa: F401 (callers import it from here too)
 from kubeprobe.resources import data
 
 # minor -> the patch built for it: the newest one the Go module proxy serves here.
