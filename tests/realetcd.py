@@ -21,20 +21,24 @@ MODES = ("mtls", "tls_no_client_auth", "plain", "cluster_ca_trusted")
 
 
 def lab_etcd_binary() -> str | None:
-    """etcd 3.6 (has --listen-client-http-urls and --tls-min-version, which 3.5.1 lacks):
-    $KUBEPROBE_TEST_ETCD36 when set, else the lab's build."""
-    import glob
+    """etcd >= 3.6 (has --listen-client-http-urls and --tls-min-version, which 3.5.1 lacks):
+    $KUBEPROBE_TEST_ETCD36 when set, else the newest of the lab's builds (3.6.x, 3.7.x, ...)."""
     import os
+    import re
+    from kubeprobe.gotools import cache_root
     if os.environ.get("KUBEPROBE_TEST_ETCD36"):
         return os.environ["KUBEPROBE_TEST_ETCD36"]
-    cache = os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache"))
-    found = sorted(glob.glob(f"{cache}/kubeprobe/etcd-v3.6.*/bin/etcd"))
-    if not found:
+    built = {}
+    for binary in cache_root().glob("etcd-v*/bin/etcd"):
+        m = re.fullmatch(r"etcd-v(\d+)\.(\d+)\.(\d+)", binary.parent.parent.name)
+        if m and (int(m[1]), int(m[2])) >= (3, 6):
+            built[tuple(map(int, m.groups()))] = binary
+    if not built:
         return None
     # A copy, not the lab's own file: the lab's teardown test counts every process running a
     # lab binary as a leftover, and the self-tests' etcd servers are not the lab's.
-    source = Path(found[-1])
-    copies = Path(cache) / "kubeprobe" / "selftest-etcd" / source.parent.parent.name
+    source = built[max(built)]
+    copies = cache_root() / "selftest-etcd" / source.parent.parent.name
     for name in ("etcd", "etcdctl"):
         original, copy = source.parent / name, copies / name
         if original.is_file() and (not copy.is_file()

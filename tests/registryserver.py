@@ -89,7 +89,11 @@ def start(directory: Path, authenticated: bool, silly: bool = False,
             return probe.request("GET", "/v2/", scope="", anonymous=True).status in (200, 401)
         except oci.RegistryError:
             return False
-    wait_for(answers, 20, "the self-test registry", interval_s=0.05)
+    try:
+        wait_for(answers, 20, "the self-test registry", interval_s=0.05)
+    except BaseException:
+        stop(running)                  # never left serving behind a failed start
+        raise
     return running
 
 
