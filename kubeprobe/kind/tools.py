@@ -63,11 +63,3 @@ COREDNS = GoTool("coredns", "github.com/coredns/coredns", "v1.14.6+kubeadm-plugi
 ENGINE_TOOLS = (MOBY, RUNC)
 CLI_TOOLS = (KIND, HELM)
 NODE_TOOLS = (CONTAINERD, RUNC, CRICTL, KINDNETD, LOCAL_PATH, COREDNS)
-
-
-def kind_binary(log=lambda line: None) -> Path:
-    return ensure(KIND, log)
-
-
-def helm_binary(log=lambda line: None) -> Path:
-    return ensure(HELM, log)
